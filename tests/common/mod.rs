@@ -1,0 +1,279 @@
+//! Shared test harness: starts the real `ringmq` binary on a free loopback port and offers
+//! raw-TCP helpers for malformed-input tests.
+//!
+//! Every test gets its own broker process (own data directory, own port), so tests can run
+//! in parallel. The broker prints `ringmq listening on ADDR` on stdout once every shard
+//! accepts; `Broker::start` waits for that line.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+static NEXT_DIR: AtomicUsize = AtomicUsize::new(0);
+
+/// A running broker process; killed (SIGTERM, then SIGKILL) on drop.
+pub struct Broker {
+    child: Option<Child>,
+    pub addr: SocketAddr,
+    pub data_dir: std::path::PathBuf,
+    stderr_log: std::path::PathBuf,
+}
+
+impl Broker {
+    /// Start with one shard and default limits.
+    pub fn start() -> Broker {
+        Broker::start_with(&[])
+    }
+
+    /// Start with extra CLI arguments (e.g. `&["--shards", "2"]`).
+    pub fn start_with(args: &[&str]) -> Broker {
+        let n = NEXT_DIR.fetch_add(1, Ordering::Relaxed);
+        let data_dir = std::env::temp_dir().join(format!(
+            "ringmq-test-{}-{}-{}",
+            std::process::id(),
+            n,
+            Instant::now().elapsed().as_nanos()
+        ));
+        let _ = std::fs::remove_dir_all(&data_dir);
+        std::fs::create_dir_all(&data_dir).expect("create data dir");
+        let stderr_log = data_dir.with_extension("stderr.log");
+        let stderr = std::fs::File::create(&stderr_log).expect("stderr log");
+        let has_shards = args.contains(&"--shards");
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_ringmq"));
+        cmd.arg("--listen")
+            .arg("127.0.0.1:0")
+            .arg("--data-dir")
+            .arg(&data_dir)
+            .arg("--log-level")
+            .arg("debug");
+        if !has_shards {
+            cmd.arg("--shards").arg("1");
+        }
+        cmd.args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::from(stderr));
+        let mut child = cmd.spawn().expect("spawn ringmq");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut lines = BufReader::new(stdout).lines();
+            while let Some(Ok(line)) = lines.next() {
+                if let Some(addr) = line.strip_prefix("ringmq listening on ") {
+                    let _ = tx.send(addr.trim().to_string());
+                }
+            }
+        });
+        let addr = match rx.recv_timeout(Duration::from_secs(20)) {
+            Ok(a) => a.parse().expect("listen address"),
+            Err(_) => {
+                let _ = child.kill();
+                let log = std::fs::read_to_string(&stderr_log).unwrap_or_default();
+                panic!("broker did not start within 20 s; stderr:\n{log}");
+            }
+        };
+        Broker {
+            child: Some(child),
+            addr,
+            data_dir,
+            stderr_log,
+        }
+    }
+
+    pub fn port(&self) -> u16 {
+        self.addr.port()
+    }
+
+    /// The broker's stderr (its log) so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.stderr_log).unwrap_or_default()
+    }
+
+    /// The broker's pid (for signals).
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map(|c| c.id()).unwrap_or(0)
+    }
+
+    /// Send SIGTERM and wait (up to `timeout`) for exit; returns the exit status code.
+    pub fn terminate(&mut self, timeout: Duration) -> Option<i32> {
+        let mut child = self.child.take()?;
+        unsafe {
+            libc::kill(child.id() as i32, libc::SIGTERM);
+        }
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                return status.code();
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            unsafe {
+                libc::kill(child.id() as i32, libc::SIGTERM);
+            }
+            let deadline = Instant::now() + Duration::from_secs(5);
+            loop {
+                if let Ok(Some(_)) = child.try_wait() {
+                    break;
+                }
+                if Instant::now() > deadline {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        }
+        if std::thread::panicking() {
+            eprintln!("---- broker log ----\n{}", self.log());
+        }
+        let _ = std::fs::remove_dir_all(&self.data_dir);
+        let _ = std::fs::remove_file(&self.stderr_log);
+    }
+}
+
+/// A raw TCP connection for hand-crafted packets.
+pub struct Raw {
+    pub stream: TcpStream,
+}
+
+impl Raw {
+    pub fn connect(addr: SocketAddr) -> Raw {
+        let stream = TcpStream::connect(addr).expect("connect");
+        stream
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .expect("timeout");
+        stream.set_nodelay(true).expect("nodelay");
+        Raw { stream }
+    }
+
+    pub fn send(&mut self, bytes: &[u8]) {
+        self.stream.write_all(bytes).expect("write");
+    }
+
+    /// Read one whole MQTT packet (fixed header + body). `None` if the broker closed the
+    /// connection (EOF or reset) before a complete packet arrived.
+    pub fn read_packet(&mut self) -> Option<Vec<u8>> {
+        let mut first = [0u8; 1];
+        if self.read_exact_or_eof(&mut first).is_none() {
+            return None;
+        }
+        let mut packet = vec![first[0]];
+        let mut len: usize = 0;
+        let mut shift = 0;
+        loop {
+            let mut b = [0u8; 1];
+            self.read_exact_or_eof(&mut b)?;
+            packet.push(b[0]);
+            len |= ((b[0] & 0x7f) as usize) << shift;
+            shift += 7;
+            if b[0] & 0x80 == 0 {
+                break;
+            }
+            if shift > 21 {
+                panic!("broker sent a malformed remaining length");
+            }
+        }
+        let mut body = vec![0u8; len];
+        self.read_exact_or_eof(&mut body)?;
+        packet.extend_from_slice(&body);
+        Some(packet)
+    }
+
+    fn read_exact_or_eof(&mut self, buf: &mut [u8]) -> Option<()> {
+        match self.stream.read_exact(buf) {
+            Ok(()) => Some(()),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::UnexpectedEof
+                        | std::io::ErrorKind::ConnectionReset
+                        | std::io::ErrorKind::ConnectionAborted
+                ) =>
+            {
+                None
+            }
+            Err(e) => panic!("read from broker failed: {e}"),
+        }
+    }
+
+    /// Assert the broker closes the connection (without sending anything else first)
+    /// within the read timeout.
+    pub fn expect_closed(&mut self) {
+        if let Some(p) = self.read_packet() {
+            panic!("expected the broker to close the connection, got packet {p:02x?}");
+        }
+    }
+}
+
+/// Encode an MQTT remaining length.
+pub fn remaining_length(mut len: usize) -> Vec<u8> {
+    let mut out = Vec::new();
+    loop {
+        let mut b = (len % 128) as u8;
+        len /= 128;
+        if len > 0 {
+            b |= 0x80;
+        }
+        out.push(b);
+        if len == 0 {
+            return out;
+        }
+    }
+}
+
+/// A length-prefixed MQTT string.
+pub fn mqtt_str(s: &str) -> Vec<u8> {
+    let mut out = (s.len() as u16).to_be_bytes().to_vec();
+    out.extend_from_slice(s.as_bytes());
+    out
+}
+
+/// Build a packet from a first byte and a body.
+pub fn packet(first: u8, body: &[u8]) -> Vec<u8> {
+    let mut p = vec![first];
+    p.extend(remaining_length(body.len()));
+    p.extend_from_slice(body);
+    p
+}
+
+/// A v3.1.1 CONNECT with the given client id, clean-session flag and keep-alive.
+pub fn connect_v311(client_id: &str, clean: bool, keep_alive: u16) -> Vec<u8> {
+    let mut body = mqtt_str("MQTT");
+    body.push(4);
+    body.push(if clean { 0x02 } else { 0x00 });
+    body.extend_from_slice(&keep_alive.to_be_bytes());
+    body.extend(mqtt_str(client_id));
+    packet(0x10, &body)
+}
+
+/// Connect raw, send CONNECT v3.1.1 and assert CONNACK accepted; returns the connection and
+/// the session-present flag.
+pub fn raw_session(addr: SocketAddr, client_id: &str, clean: bool) -> (Raw, bool) {
+    let mut raw = Raw::connect(addr);
+    raw.send(&connect_v311(client_id, clean, 60));
+    let ack = raw.read_packet().expect("CONNACK");
+    assert_eq!(ack[0], 0x20, "expected CONNACK, got {ack:02x?}");
+    assert_eq!(ack[3], 0x00, "CONNACK refused: {ack:02x?}");
+    (raw, ack[2] & 1 == 1)
+}
+
+/// rumqttc v3.1.1 options for a test client.
+pub fn opts(broker: &Broker, id: &str) -> rumqttc::MqttOptions {
+    let mut o = rumqttc::MqttOptions::new(id, "127.0.0.1", broker.port());
+    o.set_keep_alive(Duration::from_secs(30));
+    o
+}
