@@ -4,6 +4,54 @@
 //! Every test gets its own broker process (own data directory, own port), so tests can run
 //! in parallel. The broker prints `ringmq listening on ADDR` on stdout once every shard
 //! accepts; `Broker::start` waits for that line.
+//!
+//! CONTRACT_PLACEHOLDER (the contract the tests are written against) is this:
+//!
+//! ## The broker contract you test against (being implemented right now by the lead engineer)
+//! - Binary `ringmq` of this crate. `tests/common/mod.rs` (already committed — read it, extend it only by
+//!   adding new helper fns at the end, never changing existing ones; if you and the other test engineer
+//!   both need a helper, put it in your own test file instead) starts it with
+//!   `--listen 127.0.0.1:0 --data-dir <tmp> --log-level debug --shards 1` plus your extra args and waits for
+//!   the stdout line `ringmq listening on ADDR`. `Broker::start_with(&["--shards","2", ...])`.
+//! - CLI flags (each also a TOML key in snake_case): `--config FILE`, `--listen ADDR:PORT` (default
+//!   0.0.0.0:1883), `--shards N`, `--data-dir DIR`, `--log-level LEVEL`, `--max-packet-size BYTES` (default
+//!   16 MiB), `--max-inflight N` (per-session outgoing QoS 1/2 window, default 32), `--max-queued-messages N`
+//!   (per session, default 1000), `--max-queued-bytes BYTES` (per session, default 64 MiB),
+//!   `--max-connections N`, `--connect-timeout SECS` (close if no CONNECT arrives in time, default 10),
+//!   `--max-keep-alive SECS` (default 65535).
+//! - SIGTERM/SIGINT: stop accepting, close clients, exit code 0.
+//! - Semantics where the spec leaves a choice:
+//!   - Any protocol violation / malformed packet → the broker closes the TCP connection (after CONNACK with
+//!     return code 0x01 for an unsupported protocol level, 0x02 for a rejected client id). In 3.1.1 an
+//!     invalid topic filter in SUBSCRIBE also closes the connection (no SUBACK).
+//!   - Overlapping subscriptions of one client: a message is delivered **once**, at the highest QoS granted
+//!     among the matching subscriptions (capped by the published QoS).
+//!   - Granted QoS = requested QoS (max 2). Delivery QoS = min(publish QoS, granted QoS).
+//!   - Per-session queue bound (`--max-queued-messages`/`--max-queued-bytes`), applies to messages waiting
+//!     for an offline persistent session or behind a full inflight window: when full, queued QoS 0
+//!     messages are dropped first, otherwise the newly arriving message is dropped (counted).
+//!   - Persistent session (clean session 0): subscriptions and QoS 1/2 messages are kept while offline
+//!     (QoS 0 messages too, within the bounds); on reconnect, unacknowledged outgoing QoS 1/2 PUBLISH are
+//!     resent with DUP=1 first (same packet ids), then PUBRELs for QoS 2 flows past PUBREC, then the queue.
+//!   - Client id takeover: a new CONNECT with an id already connected closes the old connection (also
+//!     across shards). (Don't assert whether the old one's will is published on takeover.)
+//!   - Will: published on any close that is not preceded by DISCONNECT (keep-alive timeout, socket
+//!     error/EOF, protocol violation), with the will's QoS and retain flag; never after DISCONNECT.
+//!   - Keep-alive k>0: the broker closes the connection if nothing arrives for 1.5×k seconds (a 1 s wheel, so
+//!     allow up to 1.5k + 2 s); keep-alive 0 = off.
+//!   - Retained: stored per topic, replaced by a newer retained publish, deleted by a retained publish with
+//!     an empty payload; a new subscription gets matching retained messages with RETAIN=1 and QoS
+//!     min(stored, granted); messages forwarded to already-existing subscribers have RETAIN=0
+//!     [MQTT-3.3.1-9]. Works across shards (wildcard subscribe gathers from every shard).
+//!   - Ordering: messages from one publisher to one topic arrive in order at each subscriber (spec 4.6),
+//!     across shards too.
+//!   - Zero-length client id with clean session 1 is accepted (broker assigns an id); with clean session 0
+//!     → CONNACK 0x02 then close [MQTT-3.1.3-8].
+//!   - `$`-topics: `#` and `+/...` filters never match topics starting with `$` [MQTT-4.7.2-1].
+//! - rumqttc 0.24 notes: `MqttOptions::set_max_packet_size(in, out)` (default incoming limit is 10 KiB),
+//!   `set_clean_session`, `set_last_will`, `AsyncClient::new(opts, cap)` + `eventloop.poll().await` loop;
+//!   v5 API is `rumqttc::v5`. Use `#[tokio::test(flavor = "multi_thread", worker_threads = 2)]` or
+//!   current_thread; bound every wait with `tokio::time::timeout`.
 #![allow(dead_code)]
 
 use std::io::{BufRead, BufReader, Read, Write};
