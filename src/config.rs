@@ -1,0 +1,257 @@
+//! Broker configuration: embedded defaults, an optional TOML file, and CLI flags (which win).
+//!
+//! Every limit the broker enforces lives here, with its default. The flag names and TOML keys
+//! are a stable interface for operators and scripts.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::Parser;
+use serde::Deserialize;
+
+/// Command-line flags. Each flag also exists as a TOML key (snake_case) in `--config FILE`;
+/// a flag given on the command line overrides the file, which overrides the default.
+#[derive(Debug, Parser, Default)]
+#[command(name = "ringmq", version, about = "ringmq: a thread-per-core io_uring MQTT broker")]
+pub struct Cli {
+    /// TOML configuration file.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// TCP listen address [default: 0.0.0.0:1883]. Port 0 picks a free port (printed on stdout).
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub listen: Option<SocketAddr>,
+    /// Number of shards (one executor thread per shard) [default: online CPUs].
+    #[arg(long, value_name = "N")]
+    pub shards: Option<usize>,
+    /// Comma-separated CPU list to pin shards to, shard i on the i-th CPU (e.g. "2,3")
+    /// [default: the first N online CPUs, unpinned if N exceeds them].
+    #[arg(long, value_name = "LIST")]
+    pub cpus: Option<String>,
+    /// Data directory; locked exclusively so two brokers cannot share it [default: ./ringmq-data].
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Log level or tracing filter (error, warn, info, debug, trace) [default: info].
+    #[arg(long, value_name = "LEVEL")]
+    pub log_level: Option<String>,
+    /// Largest packet accepted from a client, in bytes [default: 16777216; max 268435455].
+    #[arg(long, value_name = "BYTES")]
+    pub max_packet_size: Option<usize>,
+    /// Outgoing QoS 1/2 messages in flight per session before queueing [default: 32].
+    #[arg(long, value_name = "N")]
+    pub max_inflight: Option<usize>,
+    /// Messages queued per session (offline or behind the inflight window) [default: 1000].
+    #[arg(long, value_name = "N")]
+    pub max_queued_messages: Option<usize>,
+    /// Payload bytes queued per session [default: 67108864].
+    #[arg(long, value_name = "BYTES")]
+    pub max_queued_bytes: Option<usize>,
+    /// Maximum simultaneous client connections for the whole broker [default: 1000000].
+    #[arg(long, value_name = "N")]
+    pub max_connections: Option<usize>,
+    /// Seconds a new connection may take to send CONNECT [default: 10].
+    #[arg(long, value_name = "SECS")]
+    pub connect_timeout: Option<u64>,
+    /// Largest keep-alive accepted; larger requests (and 0) are capped to it when it is below
+    /// 65535 [default: 65535 = honour the client's value].
+    #[arg(long, value_name = "SECS")]
+    pub max_keep_alive: Option<u16>,
+    /// Subscriptions per session [default: 100000].
+    #[arg(long, value_name = "N")]
+    pub max_subscriptions: Option<usize>,
+    /// Retained messages per shard [default: 1000000].
+    #[arg(long, value_name = "N")]
+    pub max_retained: Option<usize>,
+    /// Listen backlog per shard [default: 4096].
+    #[arg(long, value_name = "N")]
+    pub listen_backlog: Option<i32>,
+    /// Busy-poll this many microseconds before an idle shard parks (lower cross-shard latency,
+    /// more CPU) [default: 0].
+    #[arg(long, value_name = "MICROS")]
+    pub spin_before_park_us: Option<u64>,
+}
+
+/// The effective configuration. Cloned into every shard at start; immutable afterwards.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    pub listen: SocketAddr,
+    pub shards: usize,
+    pub cpus: Option<String>,
+    pub data_dir: PathBuf,
+    pub log_level: String,
+    pub max_packet_size: usize,
+    pub max_inflight: usize,
+    pub max_queued_messages: usize,
+    pub max_queued_bytes: usize,
+    pub max_connections: usize,
+    pub connect_timeout: u64,
+    pub max_keep_alive: u16,
+    pub max_subscriptions: usize,
+    pub max_retained: usize,
+    pub listen_backlog: i32,
+    pub spin_before_park_us: u64,
+}
+
+/// MQTT's largest encodable packet (remaining length 268,435,455 plus a 5-byte header).
+pub const PROTOCOL_MAX_PACKET: usize = 268_435_455 + 5;
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: SocketAddr::from(([0, 0, 0, 0], 1883)),
+            shards: std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1),
+            cpus: None,
+            data_dir: PathBuf::from("ringmq-data"),
+            log_level: "info".into(),
+            max_packet_size: 16 * 1024 * 1024,
+            max_inflight: 32,
+            max_queued_messages: 1000,
+            max_queued_bytes: 64 * 1024 * 1024,
+            max_connections: 1_000_000,
+            connect_timeout: 10,
+            max_keep_alive: u16::MAX,
+            max_subscriptions: 100_000,
+            max_retained: 1_000_000,
+            listen_backlog: 4096,
+            spin_before_park_us: 0,
+        }
+    }
+}
+
+/// Why the configuration could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The `--config` file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// The `--config` file is not valid TOML for this schema.
+    #[error("invalid config file {path}: {source}")]
+    Parse {
+        path: PathBuf,
+        source: toml::de::Error,
+    },
+    /// A value is out of its allowed range.
+    #[error("invalid setting {key}: {why}")]
+    Invalid { key: &'static str, why: String },
+}
+
+impl Config {
+    /// Defaults, then the file named by `--config`, then the flags.
+    pub fn load(cli: &Cli) -> Result<Config, ConfigError> {
+        let mut cfg = match &cli.config {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                    path: path.clone(),
+                    source,
+                })?;
+                toml::from_str(&text).map_err(|source| ConfigError::Parse {
+                    path: path.clone(),
+                    source,
+                })?
+            }
+            None => Config::default(),
+        };
+        macro_rules! over {
+            ($($f:ident),*) => { $( if let Some(v) = &cli.$f { cfg.$f = v.clone().into(); } )* };
+        }
+        over!(
+            listen,
+            shards,
+            data_dir,
+            log_level,
+            max_packet_size,
+            max_inflight,
+            max_queued_messages,
+            max_queued_bytes,
+            max_connections,
+            connect_timeout,
+            max_keep_alive,
+            max_subscriptions,
+            max_retained,
+            listen_backlog,
+            spin_before_park_us
+        );
+        if cli.cpus.is_some() {
+            cfg.cpus = cli.cpus.clone();
+        }
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |key, why: &str| {
+            Err(ConfigError::Invalid {
+                key,
+                why: why.to_string(),
+            })
+        };
+        if self.shards == 0 || self.shards > 64 {
+            return bad("shards", "must be between 1 and 64");
+        }
+        if self.max_packet_size < 64 || self.max_packet_size > PROTOCOL_MAX_PACKET {
+            return bad("max_packet_size", "must be between 64 and 268435460");
+        }
+        if self.max_inflight == 0 || self.max_inflight > 65_535 {
+            return bad("max_inflight", "must be between 1 and 65535");
+        }
+        if self.max_queued_messages == 0 {
+            return bad("max_queued_messages", "must be at least 1");
+        }
+        if self.max_connections == 0 {
+            return bad("max_connections", "must be at least 1");
+        }
+        if self.listen_backlog <= 0 {
+            return bad("listen_backlog", "must be positive");
+        }
+        if let Some(list) = &self.cpus {
+            let cpus = self.cpu_list().map_err(|why| ConfigError::Invalid { key: "cpus", why })?;
+            if cpus.len() < self.shards {
+                return bad("cpus", "needs at least one CPU per shard");
+            }
+            let _ = list;
+        }
+        Ok(())
+    }
+
+    /// The `cpus` list parsed; empty when unset.
+    pub fn cpu_list(&self) -> Result<Vec<usize>, String> {
+        match &self.cpus {
+            None => Ok(Vec::new()),
+            Some(s) => s
+                .split(',')
+                .map(|p| p.trim().parse::<usize>().map_err(|e| format!("{p:?}: {e}")))
+                .collect(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_override_file_which_overrides_defaults() {
+        let dir = std::env::temp_dir().join(format!("ringmq-cfg-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("c.toml");
+        std::fs::write(&file, "max_inflight = 7\nshards = 3\n").unwrap();
+        let cli = Cli::parse_from(["ringmq", "--config", file.to_str().unwrap(), "--shards", "2"]);
+        let cfg = Config::load(&cli).unwrap();
+        assert_eq!(cfg.shards, 2);
+        assert_eq!(cfg.max_inflight, 7);
+        assert_eq!(cfg.max_queued_messages, 1000);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn rejects_unknown_keys_and_bad_ranges() {
+        assert!(toml::from_str::<Config>("bogus = 1").is_err());
+        let cli = Cli::parse_from(["ringmq", "--max-packet-size", "1"]);
+        assert!(Config::load(&cli).is_err());
+    }
+}

@@ -1,0 +1,11 @@
+//! The runtime seam: the only module that names glommio (plus the connection shell, which
+//! holds glommio's `TcpStream`). Single-thread notification primitives, the listener, the
+//! cross-shard mesh outboxes and fd hand-off helpers live here, so a move to another
+//! thread-per-core runtime stays contained.
+
+pub mod mesh;
+pub mod net;
+pub mod sync;
+
+pub use glommio::timer::sleep;
+pub use glommio::{spawn_local, yield_if_needed, Task};

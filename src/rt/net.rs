@@ -1,0 +1,162 @@
+//! Sockets: the per-shard listener, the connection I/O wrapper and fd hand-off.
+//!
+//! Every shard binds its own listener on the same address with `SO_REUSEPORT`, so the kernel
+//! spreads accepts across shards. (A second *process* could join that group too; the data
+//! directory lock in `broker` prevents a second ringmq on the same data dir.)
+
+use std::cell::RefCell;
+use std::future::poll_fn;
+use std::io;
+use std::net::SocketAddr;
+use std::os::unix::io::{AsRawFd, FromRawFd, IntoRawFd, RawFd};
+use std::pin::Pin;
+use std::task::Poll;
+use std::rc::Rc;
+
+use bytes::BytesMut;
+use futures_lite::{AsyncRead, AsyncWrite};
+use glommio::net::{TcpListener, TcpStream};
+use socket2::{Domain, Protocol, Socket, Type};
+
+/// Build a listening socket with `SO_REUSEPORT` and our own backlog (glommio's `bind`
+/// hard-codes 1024 and panics on unresolvable addresses).
+pub fn listener_socket(addr: SocketAddr, backlog: i32) -> io::Result<Socket> {
+    let domain = if addr.is_ipv6() {
+        Domain::IPV6
+    } else {
+        Domain::IPV4
+    };
+    let sk = Socket::new(domain, Type::STREAM, Some(Protocol::TCP))?;
+    sk.set_reuse_port(true)?;
+    sk.set_reuse_address(true)?;
+    sk.bind(&addr.into())?;
+    sk.listen(backlog)?;
+    Ok(sk)
+}
+
+/// Adopt a listening socket on the current shard's reactor.
+pub fn adopt_listener(sk: Socket) -> TcpListener {
+    sk.set_nonblocking(true).ok();
+    // SAFETY: the fd is a freshly created, listening TCP socket we own.
+    unsafe { TcpListener::from_raw_fd(sk.into_raw_fd()) }
+}
+
+/// Hand a connected stream's fd out of this shard: duplicate the fd, drop the glommio
+/// stream (which cancels its pending poll sources and closes the original fd).
+pub fn detach_stream(stream: TcpStream) -> io::Result<RawFd> {
+    // SAFETY: dup of a valid fd we own.
+    let fd = unsafe { libc::dup(stream.as_raw_fd()) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    drop(stream);
+    Ok(fd)
+}
+
+/// Adopt a handed-off fd on the current shard.
+///
+/// # Safety
+/// `fd` must be an open, connected TCP socket that nothing else owns.
+pub unsafe fn attach_stream(fd: RawFd) -> TcpStream {
+    TcpStream::from_raw_fd(fd)
+}
+
+/// Close a handed-off fd that could not be delivered.
+pub fn close_fd(fd: RawFd) {
+    // SAFETY: the caller owns fd.
+    unsafe {
+        libc::close(fd);
+    }
+}
+
+/// Per-shard receive scratch area. Reads land here and are split off as their own
+/// `BytesMut` (sharing one allocation), so an idle connection holds no receive buffer and a
+/// decoded payload is a zero-copy slice of what the kernel wrote.
+pub struct ReadArena {
+    buf: RefCell<BytesMut>,
+    chunk: usize,
+}
+
+impl ReadArena {
+    pub fn new(chunk: usize) -> ReadArena {
+        ReadArena {
+            buf: RefCell::new(BytesMut::with_capacity(chunk)),
+            chunk,
+        }
+    }
+}
+
+/// A connection's socket, shared by its reader and writer tasks. Each poll borrows the
+/// stream only for the duration of the (synchronous) poll call.
+/// Owned by the connection's home shard.
+pub struct Io {
+    stream: RefCell<TcpStream>,
+}
+
+impl Io {
+    pub fn new(stream: TcpStream) -> Rc<Io> {
+        stream.set_nodelay(true).ok();
+        Rc::new(Io {
+            stream: RefCell::new(stream),
+        })
+    }
+
+    pub fn peer_addr(&self) -> Option<SocketAddr> {
+        self.stream.borrow().peer_addr().ok()
+    }
+
+    /// Read whatever is available (up to `max` bytes) into a buffer carved from the arena.
+    /// `Ok(None)` on EOF.
+    pub async fn read(&self, arena: &ReadArena, max: usize) -> io::Result<Option<BytesMut>> {
+        poll_fn(|cx| {
+            let mut buf = arena.buf.borrow_mut();
+            // Invariant: `buf` is empty between polls and its spare capacity is initialised
+            // memory (the chunk is allocated zeroed), so exposing it to read() is sound.
+            if buf.capacity() < 512 {
+                *buf = BytesMut::zeroed(arena.chunk);
+                buf.clear();
+            }
+            let room = buf.capacity().min(max.max(1));
+            // SAFETY: see the invariant above; [0, room) is initialised.
+            unsafe { buf.set_len(room) };
+            let res = Pin::new(&mut *self.stream.borrow_mut()).poll_read(cx, &mut buf[..room]);
+            let out = match res {
+                Poll::Ready(Ok(0)) => Poll::Ready(Ok(None)),
+                Poll::Ready(Ok(n)) => Poll::Ready(Ok(Some(buf.split_to(n)))),
+                Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+                Poll::Pending => Poll::Pending,
+            };
+            buf.clear();
+            out
+        })
+        .await
+    }
+
+    /// Write all of `data`.
+    pub async fn write_all(&self, mut data: &[u8]) -> io::Result<()> {
+        while !data.is_empty() {
+            let n = poll_fn(|cx| Pin::new(&mut *self.stream.borrow_mut()).poll_write(cx, data))
+                .await?;
+            if n == 0 {
+                return Err(io::ErrorKind::WriteZero.into());
+            }
+            data = &data[n..];
+        }
+        Ok(())
+    }
+
+    /// Shut the socket down in both directions (wakes any pending read with EOF).
+    pub fn shutdown(&self) {
+        let fd = self.stream.borrow().as_raw_fd();
+        // SAFETY: fd is valid while the stream lives.
+        unsafe {
+            libc::shutdown(fd, libc::SHUT_RDWR);
+        }
+    }
+
+    /// Give up the socket (for a hand-off). Fails if another task still holds the `Io`.
+    pub fn into_stream(self: Rc<Io>) -> Result<TcpStream, Rc<Io>> {
+        Rc::try_unwrap(self).map(|io| io.stream.into_inner())
+    }
+}
+

@@ -1,0 +1,408 @@
+//! Sans-IO session state: what MQTT requires the server to remember per client id.
+//!
+//! A [`Session`] holds the subscriptions, the outgoing queue, the outgoing inflight window
+//! (QoS 1/2 messages sent but not yet acknowledged, resent with DUP on reconnect) and the
+//! incoming QoS 2 identifiers awaiting PUBREL. It never touches a socket or a clock: the
+//! connection shell feeds it events and writes what it returns.
+//!
+//! Owned by the session's home shard (hash(client id) % shards); never crosses shards.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+use ahash::{AHashMap, AHashSet};
+use bytes::Bytes;
+
+use crate::proto::{PacketId, Properties, QoS, SubOptions, Utf8Bytes};
+
+/// One published message as the broker routes it: decoded once, then shared (refcount)
+/// by every subscriber on every shard. `Send + Sync`.
+#[derive(Debug)]
+pub struct Publication {
+    pub topic: Utf8Bytes,
+    pub payload: Bytes,
+    /// QoS the publisher used.
+    pub qos: QoS,
+    /// RETAIN flag as published.
+    pub retain: bool,
+    /// v5 properties to forward (None for 3.1.x publishers).
+    pub props: Option<Properties>,
+    /// Client id of the publisher (v5 No Local); empty for broker-originated messages.
+    pub origin: Utf8Bytes,
+}
+
+impl Publication {
+    /// Bytes of memory a queued copy pins (payload + topic).
+    pub fn weight(&self) -> usize {
+        self.payload.len() + self.topic.len()
+    }
+}
+
+/// A message addressed to one session.
+#[derive(Debug, Clone)]
+pub struct Delivery {
+    pub msg: Arc<Publication>,
+    /// QoS for this subscriber: min(published, granted).
+    pub qos: QoS,
+    /// RETAIN flag to send (1 only for retained messages sent on subscribe, in 3.1.1).
+    pub retain: bool,
+}
+
+/// What the connection should write next.
+#[derive(Debug, Clone)]
+pub enum Outgoing {
+    Publish {
+        pkid: PacketId,
+        dup: bool,
+        delivery: Delivery,
+    },
+    PubRel(PacketId),
+}
+
+/// Per-session bounds (from the broker config).
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub max_inflight: usize,
+    pub max_queued_messages: usize,
+    pub max_queued_bytes: usize,
+}
+
+/// Result of [`Session::enqueue`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Enqueued {
+    Queued,
+    /// Queued after evicting this many older QoS 0 messages.
+    QueuedEvictingQos0(usize),
+    /// The queue is full of QoS ≥ 1 messages (or the message alone exceeds the byte bound):
+    /// the new message was dropped.
+    DroppedFull,
+}
+
+#[derive(Debug)]
+enum Inflight {
+    /// PUBLISH sent; waiting for PUBACK (QoS 1) or PUBREC (QoS 2).
+    Sent(Delivery),
+    /// PUBREL sent; waiting for PUBCOMP.
+    Released,
+}
+
+/// Answer to a PUBREC from the client.
+#[derive(Debug, PartialEq, Eq)]
+pub enum PubRecResult {
+    /// Send PUBREL.
+    Release,
+    /// Unknown packet id (v5: PUBREL with 0x92); still answered.
+    Unknown,
+}
+
+/// Owned by the session's home shard.
+#[derive(Debug)]
+pub struct Session {
+    pub client_id: Utf8Bytes,
+    /// filter → options as granted. Replaced on re-subscribe [MQTT-3.8.4-3].
+    pub subs: AHashMap<Utf8Bytes, SubOptions>,
+    queue: VecDeque<Delivery>,
+    queued_bytes: usize,
+    queued_qos0: usize,
+    inflight: VecDeque<(PacketId, Inflight)>,
+    next_pkid: PacketId,
+    incoming_qos2: AHashSet<PacketId>,
+    limits: Limits,
+}
+
+impl Session {
+    pub fn new(client_id: Utf8Bytes, limits: Limits) -> Session {
+        Session {
+            client_id,
+            subs: AHashMap::new(),
+            queue: VecDeque::new(),
+            queued_bytes: 0,
+            queued_qos0: 0,
+            inflight: VecDeque::new(),
+            next_pkid: 1,
+            incoming_qos2: AHashSet::new(),
+            limits,
+        }
+    }
+
+    pub fn queued(&self) -> usize {
+        self.queue.len()
+    }
+
+    pub fn inflight(&self) -> usize {
+        self.inflight.len()
+    }
+
+    /// Queue a message. Keeps the bounds: QoS 0 messages are evicted first; if only
+    /// QoS ≥ 1 messages remain, the new message is dropped.
+    pub fn enqueue(&mut self, d: Delivery) -> Enqueued {
+        let w = d.msg.weight();
+        if w > self.limits.max_queued_bytes {
+            return Enqueued::DroppedFull;
+        }
+        let mut evicted = 0;
+        while self.queue.len() >= self.limits.max_queued_messages
+            || self.queued_bytes + w > self.limits.max_queued_bytes
+        {
+            if !self.evict_oldest_qos0() {
+                return Enqueued::DroppedFull;
+            }
+            evicted += 1;
+        }
+        if d.qos == QoS::AtMostOnce {
+            self.queued_qos0 += 1;
+        }
+        self.queued_bytes += w;
+        self.queue.push_back(d);
+        if evicted > 0 {
+            Enqueued::QueuedEvictingQos0(evicted)
+        } else {
+            Enqueued::Queued
+        }
+    }
+
+    fn evict_oldest_qos0(&mut self) -> bool {
+        if let Some(i) = self.queue.iter().position(|d| d.qos == QoS::AtMostOnce) {
+            if let Some(d) = self.queue.remove(i) {
+                self.queued_qos0 -= 1;
+                self.queued_bytes -= d.msg.weight();
+                return true;
+            }
+        }
+        false
+    }
+
+    /// Next message to send, if the inflight window allows. QoS 0 bypasses the window.
+    pub fn next_outgoing(&mut self) -> Option<Outgoing> {
+        let front_qos = self.queue.front()?.qos;
+        if front_qos != QoS::AtMostOnce && self.inflight.len() >= self.limits.max_inflight {
+            return None;
+        }
+        let d = self.queue.pop_front()?;
+        self.queued_bytes -= d.msg.weight();
+        if d.qos == QoS::AtMostOnce {
+            self.queued_qos0 -= 1;
+            return Some(Outgoing::Publish {
+                pkid: 0,
+                dup: false,
+                delivery: d,
+            });
+        }
+        let pkid = self.alloc_pkid();
+        self.inflight.push_back((pkid, Inflight::Sent(d.clone())));
+        Some(Outgoing::Publish {
+            pkid,
+            dup: false,
+            delivery: d,
+        })
+    }
+
+    fn alloc_pkid(&mut self) -> PacketId {
+        // The window is at most 65535 (config-validated), so a free id always exists.
+        loop {
+            let id = self.next_pkid;
+            self.next_pkid = if id == u16::MAX { 1 } else { id + 1 };
+            if !self.inflight.iter().any(|(p, _)| *p == id) {
+                return id;
+            }
+        }
+    }
+
+    fn find(&self, pkid: PacketId) -> Option<usize> {
+        self.inflight.iter().position(|(p, _)| *p == pkid)
+    }
+
+    /// PUBACK from the client. Returns false for an unknown id (ignored).
+    pub fn on_puback(&mut self, pkid: PacketId) -> bool {
+        match self.find(pkid) {
+            Some(i) if matches!(&self.inflight[i].1, Inflight::Sent(d) if d.qos == QoS::AtLeastOnce) => {
+                self.inflight.remove(i);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// PUBREC from the client: the message is delivered; from now on we own the PUBREL.
+    pub fn on_pubrec(&mut self, pkid: PacketId) -> PubRecResult {
+        match self.find(pkid) {
+            Some(i) => {
+                let entry = &mut self.inflight[i].1;
+                match entry {
+                    Inflight::Sent(d) if d.qos == QoS::ExactlyOnce => {
+                        *entry = Inflight::Released;
+                        PubRecResult::Release
+                    }
+                    Inflight::Released => PubRecResult::Release,
+                    _ => PubRecResult::Unknown,
+                }
+            }
+            None => PubRecResult::Unknown,
+        }
+    }
+
+    /// PUBCOMP from the client. Returns false for an unknown id.
+    pub fn on_pubcomp(&mut self, pkid: PacketId) -> bool {
+        match self.find(pkid) {
+            Some(i) if matches!(self.inflight[i].1, Inflight::Released) => {
+                self.inflight.remove(i);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// On reconnect (session resumed): everything unacknowledged, in original order —
+    /// PUBLISH with DUP=1 for messages not yet acknowledged, PUBREL for QoS 2 flows past
+    /// PUBREC [MQTT-4.4.0-1].
+    pub fn resend(&self) -> Vec<Outgoing> {
+        self.inflight
+            .iter()
+            .map(|(pkid, st)| match st {
+                Inflight::Sent(d) => Outgoing::Publish {
+                    pkid: *pkid,
+                    dup: true,
+                    delivery: d.clone(),
+                },
+                Inflight::Released => Outgoing::PubRel(*pkid),
+            })
+            .collect()
+    }
+
+    /// An incoming QoS 2 PUBLISH. Returns true the first time this id is seen (deliver it),
+    /// false for a retransmission before PUBREL (acknowledge again, do not deliver).
+    pub fn incoming_qos2(&mut self, pkid: PacketId) -> bool {
+        self.incoming_qos2.insert(pkid)
+    }
+
+    /// PUBREL from the client: forget the id (PUBCOMP is sent either way).
+    pub fn incoming_pubrel(&mut self, pkid: PacketId) -> bool {
+        self.incoming_qos2.remove(&pkid)
+    }
+
+    pub fn incoming_qos2_pending(&self) -> usize {
+        self.incoming_qos2.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lim(inflight: usize, msgs: usize) -> Limits {
+        Limits {
+            max_inflight: inflight,
+            max_queued_messages: msgs,
+            max_queued_bytes: 1 << 20,
+        }
+    }
+
+    fn d(n: u8, qos: QoS) -> Delivery {
+        Delivery {
+            msg: Arc::new(Publication {
+                topic: Utf8Bytes::from("t"),
+                payload: Bytes::from(vec![n]),
+                qos,
+                retain: false,
+                props: None,
+                origin: Utf8Bytes::default(),
+            }),
+            qos,
+            retain: false,
+        }
+    }
+
+    fn payload(o: &Outgoing) -> u8 {
+        match o {
+            Outgoing::Publish { delivery, .. } => delivery.msg.payload[0],
+            Outgoing::PubRel(_) => panic!("not a publish"),
+        }
+    }
+
+    #[test]
+    fn window_limits_inflight_and_acks_open_it() {
+        let mut s = Session::new("c".into(), lim(2, 100));
+        for i in 0..4 {
+            s.enqueue(d(i, QoS::AtLeastOnce));
+        }
+        let a = s.next_outgoing().unwrap();
+        let b = s.next_outgoing().unwrap();
+        assert!(s.next_outgoing().is_none());
+        let Outgoing::Publish { pkid, .. } = a else {
+            panic!()
+        };
+        assert!(s.on_puback(pkid));
+        assert!(!s.on_puback(pkid), "a second PUBACK is unknown");
+        assert_eq!(payload(&s.next_outgoing().unwrap()), 2);
+        assert_eq!(payload(&b), 1);
+    }
+
+    #[test]
+    fn full_queue_evicts_qos0_first_then_drops_new() {
+        let mut s = Session::new("c".into(), lim(1, 3));
+        assert_eq!(s.enqueue(d(0, QoS::AtMostOnce)), Enqueued::Queued);
+        s.enqueue(d(1, QoS::AtLeastOnce));
+        s.enqueue(d(2, QoS::AtLeastOnce));
+        assert_eq!(
+            s.enqueue(d(3, QoS::AtLeastOnce)),
+            Enqueued::QueuedEvictingQos0(1)
+        );
+        assert_eq!(s.enqueue(d(4, QoS::AtLeastOnce)), Enqueued::DroppedFull);
+        assert_eq!(s.enqueue(d(5, QoS::AtMostOnce)), Enqueued::DroppedFull);
+        let got: Vec<u8> = std::iter::from_fn(|| {
+            let o = s.next_outgoing()?;
+            if let Outgoing::Publish { pkid, .. } = o {
+                s.on_puback(pkid);
+            }
+            Some(payload(&o))
+        })
+        .collect();
+        assert_eq!(got, vec![1, 2, 3]);
+    }
+
+    #[test]
+    fn qos2_flow_and_resend_with_dup() {
+        let mut s = Session::new("c".into(), lim(10, 100));
+        s.enqueue(d(1, QoS::ExactlyOnce));
+        s.enqueue(d(2, QoS::ExactlyOnce));
+        let Some(Outgoing::Publish { pkid: p1, .. }) = s.next_outgoing() else {
+            panic!()
+        };
+        let Some(Outgoing::Publish { pkid: p2, .. }) = s.next_outgoing() else {
+            panic!()
+        };
+        assert_eq!(s.on_pubrec(p1), PubRecResult::Release);
+        let r = s.resend();
+        assert!(matches!(r[0], Outgoing::PubRel(p) if p == p1));
+        assert!(matches!(r[1], Outgoing::Publish { pkid, dup: true, .. } if pkid == p2));
+        assert!(s.on_pubcomp(p1));
+        assert!(!s.on_pubcomp(p1));
+        assert_eq!(s.on_pubrec(999), PubRecResult::Unknown);
+    }
+
+    #[test]
+    fn incoming_qos2_is_delivered_once() {
+        let mut s = Session::new("c".into(), lim(10, 100));
+        assert!(s.incoming_qos2(7));
+        assert!(!s.incoming_qos2(7));
+        assert!(s.incoming_pubrel(7));
+        assert!(s.incoming_qos2(7));
+    }
+
+    #[test]
+    fn packet_ids_skip_ids_in_flight_and_wrap() {
+        let mut s = Session::new("c".into(), lim(3, 100));
+        s.next_pkid = u16::MAX;
+        for i in 0..3 {
+            s.enqueue(d(i, QoS::AtLeastOnce));
+        }
+        let ids: Vec<u16> = (0..3)
+            .map(|_| match s.next_outgoing().unwrap() {
+                Outgoing::Publish { pkid, .. } => pkid,
+                _ => 0,
+            })
+            .collect();
+        assert_eq!(ids, vec![u16::MAX, 1, 2]);
+        assert!(!ids.contains(&0), "MQTT-2.3.1-1");
+    }
+}
