@@ -60,8 +60,21 @@ pub type PacketId = u16;
 
 /// A UTF-8 string that is a zero-copy slice of a received buffer (or a static/owned string).
 /// Invariant: the bytes are valid UTF-8 and contain no U+0000 ([MQTT-1.5.3-1], [MQTT-1.5.3-2]).
-#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
+#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Default)]
 pub struct Utf8Bytes(Bytes);
+
+// Hash as `str` so `Borrow<str>` lookups (`map.get("a/b")`) agree with `Utf8Bytes` keys.
+impl std::hash::Hash for Utf8Bytes {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.as_str().hash(state)
+    }
+}
+
+impl std::borrow::Borrow<str> for Utf8Bytes {
+    fn borrow(&self) -> &str {
+        self.as_str()
+    }
+}
 
 impl Utf8Bytes {
     /// Validate and wrap. Fails on invalid UTF-8 or U+0000.
