@@ -1,6 +1,29 @@
-//! ringmq: a thread-per-core io_uring MQTT broker.
+//! ringmq: a thread-per-core io_uring MQTT broker (MQTT 3.1, 3.1.1 and 5.0 codec).
+//!
+//! # Layout
+//! | module | owns | lives on |
+//! |---|---|---|
+//! | [`proto`] | sans-IO codec: packets, properties, topic rules, decoder/encoder | pure |
+//! | [`session`] | per-client state: subscriptions, queue, inflight window, QoS 2 ids | the session's home shard |
+//! | [`route`] | topic trie, route table (filter → shards), local subscribers, retained store | route table replicated on every shard; the rest per shard |
+//! | [`conn`] | per-connection tasks: handshake, hand-off, reader, writer, keep-alive | the connection's home shard |
+//! | [`shard`] | one executor's state and its mesh drain/ticker tasks | one shard |
+//! | [`rt`] | the only glommio-facing code: sockets, mesh outboxes, notify primitives | per shard |
+//! | [`metrics`] | per-shard counters (every enforced limit is counted) | one shard |
+//! | [`config`] | defaults, TOML file, CLI flags | read-only copy per shard |
+//! | [`broker`] | start-up checks, data-dir lock, pool, signals, shutdown | main thread |
+//!
+//! Data flow of a publish: `conn` decodes it → `shard::publish` matches the replicated
+//! route table once → one forward per destination shard over the data mesh (local
+//! delivery inline) → each destination matches its local subscriber trie → `session`
+//! queues → the subscriber's `conn` writer encodes and writes.
+
+pub mod broker;
 pub mod config;
+pub mod conn;
+pub mod metrics;
 pub mod proto;
+pub mod route;
 pub mod rt;
 pub mod session;
-pub mod route;
+pub mod shard;

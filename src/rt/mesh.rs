@@ -19,6 +19,9 @@ use super::sync::Notify;
 
 pub type Mesh<T> = MeshBuilder<T, Full>;
 
+/// Most messages moved into a ring as one batch (one SPSC slot, at most one wake-up).
+const BATCH: usize = 64;
+
 pub fn new_mesh<T: Send + 'static>(shards: usize, capacity: usize) -> Mesh<T> {
     MeshBuilder::full(shards, capacity)
 }
@@ -36,7 +39,7 @@ pub async fn join<T: Send + 'static>(
 
 /// Per-destination outboxes in front of a mesh's senders. Owned by one shard.
 pub struct Outbox<T: Send> {
-    senders: Senders<T>,
+    senders: Senders<Vec<T>>,
     queues: RefCell<Vec<VecDeque<T>>>,
     queued: Cell<usize>,
     wake: Notify,
@@ -44,7 +47,7 @@ pub struct Outbox<T: Send> {
 }
 
 impl<T: Send + 'static> Outbox<T> {
-    pub fn new(senders: Senders<T>) -> Rc<Outbox<T>> {
+    pub fn new(senders: Senders<Vec<T>>) -> Rc<Outbox<T>> {
         let n = senders.nr_consumers();
         Rc::new(Outbox {
             senders,
@@ -99,17 +102,21 @@ impl<T: Send + 'static> Outbox<T> {
             {
                 let mut queues = self.queues.borrow_mut();
                 for (dst, q) in queues.iter_mut().enumerate() {
-                    while let Some(msg) = q.pop_front() {
-                        match self.senders.try_send_to(dst, msg) {
-                            Ok(()) => self.queued.set(self.queued.get() - 1),
-                            Err(GlommioError::WouldBlock(glommio::ResourceType::Channel(m))) => {
-                                q.push_front(m);
+                    while !q.is_empty() {
+                        let n = q.len().min(BATCH);
+                        let batch: Vec<T> = q.drain(..n).collect();
+                        match self.senders.try_send_to(dst, batch) {
+                            Ok(()) => self.queued.set(self.queued.get() - n),
+                            Err(GlommioError::WouldBlock(glommio::ResourceType::Channel(b))) => {
+                                for m in b.into_iter().rev() {
+                                    q.push_front(m);
+                                }
                                 stuck = true;
                                 break;
                             }
                             Err(_) => {
                                 // Peer gone (shutdown): drop what is queued for it.
-                                self.queued.set(self.queued.get() - 1 - q.len());
+                                self.queued.set(self.queued.get() - n - q.len());
                                 q.clear();
                                 break;
                             }

@@ -1,0 +1,313 @@
+//! Start-up and shutdown: limits, the data-directory lock, the executor pool with an explicit
+//! CPU map, mesh join with a timeout, listeners, and SIGTERM/SIGINT handling.
+
+use std::fs::File;
+use std::net::SocketAddr;
+use std::os::unix::io::AsRawFd;
+use std::path::Path;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use glommio::{CpuSet, LocalExecutorPoolBuilder, PoolPlacement};
+
+use crate::config::Config;
+use crate::rt::mesh::{join, new_mesh, Outbox};
+use crate::rt::net::{adopt_listener, listener_socket};
+use crate::shard::{watch_shutdown, Global, Shard};
+
+/// Capacity of each SPSC ring (in batches).
+const MESH_RING: usize = 1024;
+/// glommio refuses to start an executor below this memlock limit.
+const MIN_MEMLOCK: u64 = 512 * 1024;
+
+/// Why the broker could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The data directory could not be created or locked.
+    #[error("data directory {path}: {why}")]
+    DataDir { path: String, why: String },
+    /// Another process holds the data directory lock.
+    #[error("another ringmq is already running with data directory {0} (lock held)")]
+    AlreadyRunning(String),
+    /// io_uring is not available.
+    #[error("io_uring is disabled on this kernel (/proc/sys/kernel/io_uring_disabled = {0}); ringmq needs it")]
+    NoIoUring(String),
+    /// A resource limit is too low and cannot be raised.
+    #[error("{0}")]
+    Limit(String),
+    /// The listen address cannot be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    /// An executor failed to start or run.
+    #[error("shard failed: {0}")]
+    Shard(String),
+}
+
+/// Lock `dir` exclusively for the life of the process (SO_REUSEPORT would otherwise let a
+/// second broker silently share our port).
+pub fn lock_data_dir(dir: &Path) -> Result<File, StartError> {
+    let err = |why: String| StartError::DataDir {
+        path: dir.display().to_string(),
+        why,
+    };
+    std::fs::create_dir_all(dir).map_err(|e| err(e.to_string()))?;
+    let f = File::create(dir.join("LOCK")).map_err(|e| err(e.to_string()))?;
+    // SAFETY: flock on an fd we own.
+    let rc = unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+    if rc != 0 {
+        return Err(StartError::AlreadyRunning(dir.display().to_string()));
+    }
+    Ok(f)
+}
+
+/// Raise soft limits to the hard limits and check what glommio and `max_connections` need.
+pub fn check_limits(cfg: &Config) -> Result<(), StartError> {
+    if let Ok(v) = std::fs::read_to_string("/proc/sys/kernel/io_uring_disabled") {
+        let v = v.trim().to_string();
+        if v == "2" {
+            return Err(StartError::NoIoUring(v));
+        }
+    }
+    let nofile = raise(libc::RLIMIT_NOFILE);
+    let want = cfg.max_connections as u64 + 64;
+    if nofile < want {
+        tracing::warn!(
+            nofile,
+            max_connections = cfg.max_connections,
+            "open-file limit is below max_connections; connections beyond ~{} will fail to accept",
+            nofile.saturating_sub(64)
+        );
+    }
+    let memlock = raise(libc::RLIMIT_MEMLOCK);
+    if memlock < MIN_MEMLOCK {
+        return Err(StartError::Limit(format!(
+            "RLIMIT_MEMLOCK is {memlock} bytes; glommio needs at least {MIN_MEMLOCK} per shard \
+             (run `ulimit -l unlimited` or set LimitMEMLOCK=infinity)"
+        )));
+    }
+    Ok(())
+}
+
+fn raise(res: libc::__rlimit_resource_t) -> u64 {
+    let mut r = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: plain getrlimit/setrlimit on our own process.
+    unsafe {
+        if libc::getrlimit(res, &mut r) != 0 {
+            return 0;
+        }
+        if r.rlim_cur < r.rlim_max {
+            let want = libc::rlimit {
+                rlim_cur: r.rlim_max,
+                rlim_max: r.rlim_max,
+            };
+            if libc::setrlimit(res, &want) == 0 {
+                r.rlim_cur = r.rlim_max;
+            }
+        }
+    }
+    r.rlim_cur
+}
+
+/// Shard → CPU map: the configured list, else the first N online CPUs; unpinned when
+/// there are more shards than CPUs.
+fn placement(cfg: &Config) -> Result<(PoolPlacement, String), StartError> {
+    let online = CpuSet::online().map_err(|e| StartError::Shard(e.to_string()))?;
+    let mut cpus: Vec<usize> = cfg.cpu_list().map_err(StartError::Limit)?;
+    if cpus.is_empty() {
+        let mut all: Vec<usize> = online.clone().into_iter().map(|l| l.cpu).collect();
+        all.sort_unstable();
+        if all.len() < cfg.shards {
+            return Ok((
+                PoolPlacement::Unbound(cfg.shards),
+                format!("{} shards unpinned ({} CPUs online)", cfg.shards, all.len()),
+            ));
+        }
+        cpus = all.into_iter().take(cfg.shards).collect();
+    }
+    cpus.truncate(cfg.shards);
+    let sets = cpus
+        .iter()
+        .map(|c| online.clone().filter(|l| l.cpu == *c))
+        .collect::<Vec<_>>();
+    if sets.iter().any(|s| s.is_empty()) {
+        return Err(StartError::Limit(format!("cpus {cpus:?}: not all are online")));
+    }
+    let map = cpus
+        .iter()
+        .enumerate()
+        .map(|(s, c)| format!("shard {s} -> cpu {c}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    Ok((PoolPlacement::Custom(sets), map))
+}
+
+/// Run the broker until SIGTERM/SIGINT. `on_ready` is called with the bound address once
+/// every shard is accepting.
+pub fn run(cfg: Config, on_ready: impl FnOnce(SocketAddr)) -> Result<(), StartError> {
+    check_limits(&cfg)?;
+    let _lock = lock_data_dir(&cfg.data_dir)?;
+    let global = Arc::new(Global::default());
+    install_signals(global.clone());
+
+    // Resolve port 0 once so every shard binds the same port: bind (no listen) a
+    // reuseport socket to learn the port, keep it until the shards are listening.
+    let probe = reserve_port(cfg.listen).map_err(|source| StartError::Listen {
+        addr: cfg.listen,
+        source,
+    })?;
+    let addr = probe.local_addr().ok().and_then(|a| a.as_socket()).unwrap_or(cfg.listen);
+    let mut cfg = cfg;
+    cfg.listen = addr;
+    let cfg = Arc::new(cfg);
+
+    let (placement, map) = placement(&cfg)?;
+    tracing::info!(shards = cfg.shards, "placement: {map}");
+
+    let data_mesh = new_mesh(cfg.shards, MESH_RING);
+    let ctrl_mesh = new_mesh(cfg.shards, MESH_RING);
+    let (ready_tx, ready_rx) = crossbeam::channel::unbounded::<Result<usize, String>>();
+    let mut builder = LocalExecutorPoolBuilder::new(placement)
+        .ring_depth(1024)
+        .detect_stalls(Some(Box::new(|| {
+            Box::new(glommio::DefaultStallDetectionHandler {})
+        })));
+    if cfg.spin_before_park_us > 0 {
+        builder = builder.spin_before_park(Duration::from_micros(cfg.spin_before_park_us));
+    }
+    let shard_cfg = cfg.clone();
+    let shard_global = global.clone();
+    let handles = builder
+        .on_all_shards(move || {
+            let cfg = shard_cfg.clone();
+            let global = shard_global.clone();
+            let data_mesh = data_mesh.clone();
+            let ctrl_mesh = ctrl_mesh.clone();
+            let ready = ready_tx.clone();
+            async move {
+                let res = shard_main(cfg, global, data_mesh, ctrl_mesh, &ready).await;
+                if let Err(e) = &res {
+                    let _ = ready.send(Err(e.clone()));
+                }
+                res
+            }
+        })
+        .map_err(|e| StartError::Shard(e.to_string()))?;
+
+    let mut up = 0;
+    while up < cfg.shards {
+        match ready_rx.recv_timeout(Duration::from_secs(30)) {
+            Ok(Ok(_)) => up += 1,
+            Ok(Err(e)) => {
+                global.shutdown.store(true, Ordering::Relaxed);
+                return Err(StartError::Shard(e));
+            }
+            Err(_) => {
+                global.shutdown.store(true, Ordering::Relaxed);
+                return Err(StartError::Shard("shards did not start within 30 s".into()));
+            }
+        }
+    }
+    drop(probe);
+    on_ready(addr);
+
+    for r in handles.join_all() {
+        match r {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(StartError::Shard(e)),
+            Err(e) => return Err(StartError::Shard(e.to_string())),
+        }
+    }
+    tracing::info!("ringmq stopped");
+    Ok(())
+}
+
+fn reserve_port(addr: SocketAddr) -> std::io::Result<socket2::Socket> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let domain = if addr.is_ipv6() {
+        Domain::IPV6
+    } else {
+        Domain::IPV4
+    };
+    let sk = Socket::new(domain, Type::STREAM, Some(Protocol::TCP))?;
+    sk.set_reuse_port(true)?;
+    sk.set_reuse_address(true)?;
+    sk.bind(&addr.into())?;
+    Ok(sk)
+}
+
+type Meshes<T> = crate::rt::mesh::Mesh<Vec<T>>;
+
+async fn shard_main(
+    cfg: Arc<Config>,
+    global: Arc<Global>,
+    data_mesh: Meshes<Arc<crate::session::Publication>>,
+    ctrl_mesh: Meshes<crate::shard::Ctrl>,
+    ready: &crossbeam::channel::Sender<Result<usize, String>>,
+) -> Result<(), String> {
+    let (data_tx, data_rx) = join(data_mesh, Duration::from_secs(10)).await?;
+    let (ctrl_tx, ctrl_rx) = join(ctrl_mesh, Duration::from_secs(10)).await?;
+    let data = Outbox::new(data_tx);
+    let ctrl = Outbox::new(ctrl_tx);
+    let shard = Shard::new(cfg.clone(), global, data.clone(), ctrl.clone());
+    glommio::spawn_local(data.clone().run_flusher()).detach();
+    glommio::spawn_local(ctrl.clone().run_flusher()).detach();
+    shard.spawn_drains(data_rx, ctrl_rx);
+    glommio::spawn_local(shard.clone().run_ticker()).detach();
+
+    let sk = listener_socket(cfg.listen, cfg.listen_backlog)
+        .map_err(|e| format!("shard {}: cannot listen on {}: {e}", shard.id, cfg.listen))?;
+    let listener = adopt_listener(sk);
+    tracing::info!(shard = shard.id, addr = %cfg.listen, "accepting");
+    let accept = glommio::spawn_local(crate::conn::accept_loop(shard.clone(), listener));
+    let _ = ready.send(Ok(shard.id));
+
+    watch_shutdown(shard.clone()).await;
+    accept.await;
+    // Close every client, give writers a moment to flush, then stop.
+    let conns: Vec<_> = shard.conns.borrow().values().cloned().collect();
+    for c in conns {
+        c.kill();
+    }
+    let _ = crate::rt::with_timeout(Duration::from_secs(2), async {
+        while !shard.conns.borrow().is_empty() {
+            glommio::timer::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    let totals: Vec<String> = shard
+        .metrics
+        .snapshot()
+        .into_iter()
+        .filter(|(_, v)| *v > 0)
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect();
+    tracing::info!(shard = shard.id, "counters: {}", totals.join(" "));
+    data.close();
+    ctrl.close();
+    Ok(())
+}
+
+fn install_signals(global: Arc<Global>) {
+    use signal_hook::consts::{SIGINT, SIGTERM};
+    match signal_hook::iterator::Signals::new([SIGINT, SIGTERM]) {
+        Ok(mut signals) => {
+            std::thread::Builder::new()
+                .name("ringmq-signals".into())
+                .spawn(move || {
+                    if let Some(sig) = signals.forever().next() {
+                        tracing::info!(signal = sig, "shutting down");
+                        global.shutdown.store(true, Ordering::Relaxed);
+                    }
+                })
+                .ok();
+        }
+        Err(e) => tracing::warn!("cannot install signal handlers: {e}"),
+    }
+}

@@ -1,0 +1,631 @@
+//! Per-connection tasks: accept, the CONNECT handshake and hand-off to the home shard, the
+//! reader (decode → session/route actions) and the writer (session queue → socket).
+//!
+//! Owned by the connection's home shard. Each connection is two tasks sharing one [`Conn`]:
+//! the reader owns the receive side and all protocol handling; the writer drains the
+//! control-packet buffer and the session queue into one coalesced write per wake-up.
+
+use std::cell::{Cell, RefCell};
+use std::rc::Rc;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use glommio::net::{TcpListener, TcpStream};
+
+use crate::metrics::Metrics;
+use crate::proto::{
+    encode, encode_publish, ConnAck, Connect, Decoder, LastWill, Packet, ProtoError,
+    ProtocolVersion, PubResp, QoS, SubAck, SubOptions, Subscribe, UnsubAck, Unsubscribe,
+    Utf8Bytes,
+};
+use crate::rt::net::{attach_stream, detach_stream, Io};
+use crate::rt::sync::Notify;
+use crate::rt::with_timeout;
+use crate::session::{Delivery, Outgoing, PubRecResult, Publication};
+use crate::shard::{Ctrl, Handoff, SessionCell, Shard};
+
+/// The writer pulls queued messages until this many bytes are buffered, then writes.
+const WRITE_BATCH: usize = 64 * 1024;
+/// The reader stops reading while this many control bytes wait to be written (a client
+/// that sends but never reads is slowed by TCP backpressure, not by broker memory).
+const WRITE_HIGH_WATER: usize = 1024 * 1024;
+/// Publishers pause reading while this many forwards wait in the cross-shard outboxes.
+const MESH_HIGH_WATER: usize = 64 * 1024;
+/// Largest single read.
+const READ_MAX: usize = 64 * 1024;
+
+/// One live client connection. Owned by its home shard; shared by its reader and writer
+/// tasks and referenced from its session and the shard's connection table.
+pub struct Conn {
+    pub id: u64,
+    io: Rc<Io>,
+    pub version: ProtocolVersion,
+    /// Control packets (acks, CONNACK, SUBACK...) waiting for the writer.
+    out: RefCell<BytesMut>,
+    writer_wake: Notify,
+    reader_wake: Notify,
+    writer_done: Cell<bool>,
+    /// The reader wants the writer to flush what is buffered and then close.
+    closing: Cell<bool>,
+    killed: Cell<bool>,
+    keep_alive: u16,
+    last_seen: Cell<u64>,
+    will: RefCell<Option<LastWill>>,
+    pub session: Rc<SessionCell>,
+}
+
+impl Conn {
+    pub fn wake_writer(&self) {
+        self.writer_wake.notify();
+    }
+
+    /// Close the connection from outside (takeover, keep-alive, shutdown).
+    pub fn kill(&self) {
+        if !self.killed.replace(true) {
+            self.io.shutdown();
+            self.writer_wake.notify();
+            self.reader_wake.notify();
+        }
+    }
+
+    /// When the keep-alive expires given the last activity: 1.5 × keep-alive.
+    pub fn keepalive_deadline(&self) -> Option<u64> {
+        if self.keep_alive == 0 {
+            return None;
+        }
+        Some(self.last_seen.get() + (self.keep_alive as u64 * 3).div_ceil(2))
+    }
+
+    fn send(&self, p: &Packet) {
+        let mut out = self.out.borrow_mut();
+        if let Err(e) = encode(p, self.version, &mut out) {
+            tracing::error!(conn = self.id, "cannot encode {:?}: {e}", p.type_id());
+        }
+    }
+}
+
+/// Accept connections on this shard until shutdown.
+pub async fn accept_loop(shard: Rc<Shard>, listener: TcpListener) {
+    loop {
+        let accepted = futures_lite::future::or(async { Some(listener.accept().await) }, async {
+            shard.stop.notified().await;
+            None
+        })
+        .await;
+        let stream = match accepted {
+            None => return,
+            Some(Ok(s)) => s,
+            Some(Err(e)) => {
+                tracing::warn!(shard = shard.id, "accept failed: {e}");
+                glommio::timer::sleep(Duration::from_millis(10)).await;
+                continue;
+            }
+        };
+        if shard.stopping.get() {
+            return;
+        }
+        Metrics::inc(&shard.metrics.connections_accepted);
+        let n = shard.global.connections.fetch_add(1, Ordering::Relaxed);
+        if n >= shard.cfg.max_connections {
+            shard.global.connections.fetch_sub(1, Ordering::Relaxed);
+            Metrics::inc(&shard.metrics.connections_refused_limit);
+            tracing::warn!(limit = shard.cfg.max_connections, "max_connections reached; refusing a connection");
+            drop(stream);
+            continue;
+        }
+        let s = shard.clone();
+        glommio::spawn_local(async move {
+            let counted = handshake(s.clone(), stream).await;
+            if !counted {
+                s.global.connections.fetch_sub(1, Ordering::Relaxed);
+            }
+        })
+        .detach();
+    }
+}
+
+enum First {
+    Connect(Box<Connect>, BytesMut),
+    Closed,
+    Violation(ProtoError, Option<ProtocolVersion>),
+}
+
+/// Read the CONNECT packet (bounded by `connect_timeout`), then serve here or hand the
+/// socket to the client id's home shard. Returns true if the connection lives on (its
+/// global count is then released by whoever ends it).
+async fn handshake(shard: Rc<Shard>, stream: TcpStream) -> bool {
+    let io = Io::new(stream);
+    let mut dec = Decoder::new(shard.cfg.max_packet_size);
+    let first = with_timeout(Duration::from_secs(shard.cfg.connect_timeout), async {
+        let mut buf = BytesMut::new();
+        loop {
+            match dec.decode(&mut buf) {
+                Ok(Some(Packet::Connect(c))) => return First::Connect(c, buf),
+                Ok(Some(other)) => {
+                    // The decoder rejects these itself; stay defensive.
+                    tracing::debug!("first packet type {} is not CONNECT", other.type_id());
+                    return First::Closed;
+                }
+                Ok(None) => {}
+                Err(e) => return First::Violation(e, dec.version()),
+            }
+            match io.read(&shard.arena, READ_MAX).await {
+                Ok(Some(chunk)) => buf.extend_from_slice(&chunk),
+                Ok(None) | Err(_) => return First::Closed,
+            }
+        }
+    })
+    .await;
+    let (mut connect, rest) = match first {
+        Some(First::Connect(c, rest)) => (c, rest),
+        Some(First::Closed) => {
+            Metrics::inc(&shard.metrics.connect_failures);
+            return false;
+        }
+        Some(First::Violation(e, version)) => {
+            Metrics::inc(&shard.metrics.protocol_errors);
+            tracing::info!(peer = ?io.peer_addr(), "closing connection: {e}");
+            if let Some(code) = e.connack_code(version) {
+                let mut out = BytesMut::new();
+                let ack = Packet::ConnAck(ConnAck {
+                    session_present: false,
+                    code,
+                    properties: Default::default(),
+                });
+                let v = version.unwrap_or(ProtocolVersion::V311);
+                if encode(&ack, v, &mut out).is_ok() {
+                    let _ = with_timeout(Duration::from_secs(1), io.write_all(&out)).await;
+                }
+            }
+            return false;
+        }
+        None => {
+            Metrics::inc(&shard.metrics.connect_failures);
+            tracing::debug!(peer = ?io.peer_addr(), "no CONNECT within connect_timeout");
+            return false;
+        }
+    };
+    if connect.client_id.is_empty() {
+        // [MQTT-3.1.3-6] assign an id; pick one whose home is this shard (no hand-off).
+        connect.client_id = assign_client_id(&shard);
+    }
+    let home = shard.shard_of(connect.client_id.as_bytes());
+    if home == shard.id {
+        serve(shard, io, connect, rest).await;
+        return true;
+    }
+    let stream = match io.into_stream() {
+        Ok(s) => s,
+        Err(_) => return false,
+    };
+    match detach_stream(stream) {
+        Ok(fd) => {
+            Metrics::inc(&shard.metrics.handoffs);
+            shard
+                .ctrl
+                .push(home, Ctrl::Handoff(Box::new(Handoff::new(fd, rest, connect))));
+            true
+        }
+        Err(e) => {
+            tracing::warn!("cannot hand off connection: {e}");
+            false
+        }
+    }
+}
+
+fn assign_client_id(shard: &Shard) -> Utf8Bytes {
+    loop {
+        let n = shard.next_conn_id();
+        let id = format!("ringmq-{}-{:x}-{}", shard.id, std::process::id(), n);
+        if shard.shard_of(id.as_bytes()) == shard.id {
+            return Utf8Bytes::from(id);
+        }
+    }
+}
+
+/// Continue a handed-off connection on its home shard.
+pub fn adopt(shard: Rc<Shard>, mut h: Box<Handoff>) {
+    let fd = h.take_fd();
+    // SAFETY: the fd was detached from its original shard and is owned by this hand-off.
+    let stream = unsafe { attach_stream(fd) };
+    let rest = std::mem::take(&mut h.rest);
+    let connect = std::mem::replace(
+        &mut h.connect,
+        Box::new(Connect {
+            protocol: ProtocolVersion::V311,
+            clean_start: true,
+            keep_alive: 0,
+            client_id: Utf8Bytes::default(),
+            will: None,
+            username: None,
+            password: None,
+            properties: Default::default(),
+        }),
+    );
+    glommio::spawn_local(async move {
+        serve(shard, Io::new(stream), connect, rest).await;
+    })
+    .detach();
+}
+
+/// Serve an accepted CONNECT on the client's home shard until the connection ends.
+async fn serve(shard: Rc<Shard>, io: Rc<Io>, connect: Box<Connect>, rest: BytesMut) {
+    let version = connect.protocol;
+    let mut keep_alive = connect.keep_alive;
+    let max_ka = shard.cfg.max_keep_alive;
+    if max_ka < u16::MAX && (keep_alive == 0 || keep_alive > max_ka) {
+        keep_alive = max_ka;
+    }
+    let (cell, present) = shard.open_session(&connect.client_id, connect.clean_start);
+    let conn = Rc::new(Conn {
+        id: shard.next_conn_id(),
+        io: io.clone(),
+        version,
+        out: RefCell::new(BytesMut::new()),
+        writer_wake: Notify::new(),
+        reader_wake: Notify::new(),
+        writer_done: Cell::new(false),
+        closing: Cell::new(false),
+        killed: Cell::new(false),
+        keep_alive,
+        last_seen: Cell::new(shard.now()),
+        will: RefCell::new(connect.will.clone()),
+        session: cell.clone(),
+    });
+    if let Some(old) = cell.conn.replace(Some(conn.clone())) {
+        // [MQTT-3.1.4-2] a second connection with the same client id closes the first.
+        Metrics::inc(&shard.metrics.takeovers);
+        tracing::debug!(client = %connect.client_id, "session taken over");
+        old.kill();
+    }
+    shard.conns.borrow_mut().insert(conn.id, conn.clone());
+    shard.arm_keepalive(&conn);
+    conn.send(&Packet::ConnAck(ConnAck {
+        session_present: present,
+        code: 0,
+        properties: Default::default(),
+    }));
+    if present {
+        // [MQTT-4.4.0-1] resend unacknowledged PUBLISH (DUP) and PUBREL, in order.
+        let resend = cell.state.borrow().resend();
+        let mut out = conn.out.borrow_mut();
+        for o in resend {
+            write_outgoing(&shard, &mut out, version, o);
+        }
+    }
+    tracing::debug!(client = %connect.client_id, shard = shard.id, present, "client connected");
+    glommio::spawn_local(writer(shard.clone(), conn.clone())).detach();
+
+    let mut dec = Decoder::with_version(version, shard.cfg.max_packet_size);
+    let graceful = read_loop(&shard, &conn, &mut dec, rest).await;
+
+    // Tear-down.
+    conn.closing.set(true);
+    conn.writer_wake.notify();
+    let _ = with_timeout(Duration::from_secs(2), async {
+        while !conn.writer_done.get() {
+            conn.reader_wake.notified().await;
+        }
+    })
+    .await;
+    conn.kill();
+    shard.conns.borrow_mut().remove(&conn.id);
+    let current = matches!(cell.conn.borrow().as_ref(), Some(c) if Rc::ptr_eq(c, &conn));
+    if current {
+        cell.conn.replace(None);
+    }
+    if !graceful {
+        if let Some(will) = conn.will.borrow_mut().take() {
+            // [MQTT-3.1.2-8] publish the will when the connection ends without DISCONNECT.
+            Metrics::inc(&shard.metrics.wills_published);
+            shard.publish(Arc::new(Publication {
+                topic: will.topic,
+                payload: will.payload,
+                qos: will.qos,
+                retain: will.retain,
+                props: None,
+                origin: cell.state.borrow().client_id.clone(),
+            }));
+        }
+    }
+    if current && cell.clean.get() {
+        shard.remove_session(&cell);
+    }
+    shard.global.connections.fetch_sub(1, Ordering::Relaxed);
+    tracing::debug!(conn = conn.id, graceful, "connection closed");
+}
+
+/// Returns true when the client ended the connection with DISCONNECT.
+async fn read_loop(shard: &Rc<Shard>, conn: &Rc<Conn>, dec: &mut Decoder, mut buf: BytesMut) -> bool {
+    loop {
+        loop {
+            match dec.decode(&mut buf) {
+                Ok(Some(p)) => match handle(shard, conn, p).await {
+                    Flow::Continue => {}
+                    Flow::Disconnect => return true,
+                    Flow::Close => return false,
+                },
+                Ok(None) => break,
+                Err(e) => {
+                    Metrics::inc(&shard.metrics.protocol_errors);
+                    if matches!(e, ProtoError::PacketTooLarge { .. }) {
+                        Metrics::inc(&shard.metrics.packets_too_large);
+                    }
+                    tracing::info!(conn = conn.id, client = %conn.session.state.borrow().client_id, "closing connection: {e}");
+                    return false;
+                }
+            }
+        }
+        if buf.is_empty() {
+            // Release the arena chunk this buffer pointed into; idle connections hold none.
+            buf = BytesMut::new();
+        }
+        if !conn.out.borrow().is_empty() {
+            conn.writer_wake.notify();
+        }
+        // Backpressure: never buffer without bound on behalf of a client.
+        while conn.out.borrow().len() > WRITE_HIGH_WATER && !conn.killed.get() {
+            Metrics::inc(&shard.metrics.write_backpressure);
+            conn.reader_wake.notified().await;
+        }
+        while shard.data.backlog() > MESH_HIGH_WATER && !conn.killed.get() {
+            Metrics::inc(&shard.metrics.mesh_backpressure);
+            glommio::timer::sleep(Duration::from_micros(200)).await;
+        }
+        if conn.killed.get() {
+            return false;
+        }
+        match conn.io.read(&shard.arena, READ_MAX).await {
+            Ok(Some(chunk)) => {
+                conn.last_seen.set(shard.now());
+                if buf.is_empty() {
+                    buf = chunk;
+                } else {
+                    buf.extend_from_slice(&chunk);
+                }
+            }
+            Ok(None) | Err(_) => return false,
+        }
+    }
+}
+
+enum Flow {
+    Continue,
+    Disconnect,
+    Close,
+}
+
+async fn handle(shard: &Rc<Shard>, conn: &Rc<Conn>, p: Packet) -> Flow {
+    match p {
+        Packet::Publish(p) => {
+            Metrics::inc(&shard.metrics.publishes_in);
+            let pkid = p.pkid;
+            let qos = p.qos;
+            let fresh = match qos {
+                QoS::ExactlyOnce => conn.session.state.borrow_mut().incoming_qos2(pkid),
+                _ => true,
+            };
+            if fresh {
+                let origin = conn.session.state.borrow().client_id.clone();
+                shard.publish(Arc::new(Publication {
+                    topic: p.topic,
+                    payload: p.payload,
+                    qos,
+                    retain: p.retain,
+                    props: if conn.version.is_v5() && !p.properties.is_empty() {
+                        Some(p.properties)
+                    } else {
+                        None
+                    },
+                    origin,
+                }));
+            }
+            match qos {
+                QoS::AtMostOnce => {}
+                QoS::AtLeastOnce => conn.send(&Packet::PubAck(ack(pkid))),
+                QoS::ExactlyOnce => conn.send(&Packet::PubRec(ack(pkid))),
+            }
+        }
+        Packet::PubAck(r) => {
+            if conn.session.state.borrow_mut().on_puback(r.pkid) {
+                conn.wake_writer();
+            }
+        }
+        Packet::PubRec(r) => {
+            let res = conn.session.state.borrow_mut().on_pubrec(r.pkid);
+            let mut rel = ack(r.pkid);
+            if res == PubRecResult::Unknown && conn.version.is_v5() {
+                rel.reason = 0x92; // packet identifier not found
+            }
+            conn.send(&Packet::PubRel(rel));
+        }
+        Packet::PubRel(r) => {
+            let known = conn.session.state.borrow_mut().incoming_pubrel(r.pkid);
+            let mut comp = ack(r.pkid);
+            if !known && conn.version.is_v5() {
+                comp.reason = 0x92;
+            }
+            conn.send(&Packet::PubComp(comp));
+        }
+        Packet::PubComp(r) => {
+            if conn.session.state.borrow_mut().on_pubcomp(r.pkid) {
+                conn.wake_writer();
+            }
+        }
+        Packet::Subscribe(s) => subscribe(shard, conn, s).await,
+        Packet::Unsubscribe(u) => unsubscribe(shard, conn, u),
+        Packet::PingReq => conn.send(&Packet::PingResp),
+        Packet::Disconnect(_) => {
+            // [MQTT-3.14.4-3] discard the will on DISCONNECT.
+            conn.will.replace(None);
+            return Flow::Disconnect;
+        }
+        other => {
+            // CONNACK, SUBACK, UNSUBACK, PINGRESP, AUTH (3.1.x) from a client: protocol error.
+            Metrics::inc(&shard.metrics.protocol_errors);
+            tracing::info!(conn = conn.id, "closing connection: unexpected packet type {} from a client", other.type_id());
+            return Flow::Close;
+        }
+    }
+    Flow::Continue
+}
+
+fn ack(pkid: u16) -> PubResp {
+    PubResp {
+        pkid,
+        reason: 0,
+        properties: Default::default(),
+    }
+}
+
+async fn subscribe(shard: &Rc<Shard>, conn: &Rc<Conn>, s: Subscribe) {
+    let key = conn.session.key;
+    let mut codes = Vec::with_capacity(s.filters.len());
+    let mut new_routes = Vec::new();
+    let mut granted: Vec<(Utf8Bytes, SubOptions)> = Vec::new();
+    for (filter, opts) in s.filters {
+        if filter.starts_with("$share/") {
+            // Shared subscriptions arrive with the MQTT 5 work; refuse rather than mis-serve.
+            codes.push(0x80);
+            continue;
+        }
+        {
+            let mut st = conn.session.state.borrow_mut();
+            if !st.subs.contains_key(filter.as_str()) && st.subs.len() >= shard.cfg.max_subscriptions {
+                Metrics::inc(&shard.metrics.subscriptions_refused);
+                codes.push(0x80);
+                continue;
+            }
+            st.subs.insert(filter.clone(), opts);
+        }
+        if shard.subscribe_local(&filter, key, opts) {
+            new_routes.push(filter.clone());
+        }
+        codes.push(opts.qos as u8);
+        granted.push((filter, opts));
+    }
+    shard.announce_routes(&new_routes).await;
+    conn.send(&Packet::SubAck(SubAck {
+        pkid: s.pkid,
+        codes,
+        properties: Default::default(),
+    }));
+    // [MQTT-3.3.1-6] retained messages for each new subscription, after the SUBACK.
+    for (filter, opts) in granted {
+        if opts.retain_handling == 2 {
+            continue;
+        }
+        for msg in shard.retained_for(&filter).await {
+            let qos = msg.qos.min(opts.qos);
+            shard.deliver(
+                &conn.session,
+                Delivery {
+                    msg,
+                    qos,
+                    retain: true,
+                },
+            );
+        }
+    }
+    conn.wake_writer();
+}
+
+fn unsubscribe(shard: &Rc<Shard>, conn: &Rc<Conn>, u: Unsubscribe) {
+    let key = conn.session.key;
+    let mut codes = Vec::new();
+    for filter in &u.filters {
+        let existed = conn.session.state.borrow_mut().subs.remove(filter.as_str()).is_some();
+        if existed {
+            shard.unsubscribe_local(filter, key);
+        }
+        codes.push(if existed { 0x00 } else { 0x11 });
+    }
+    if !conn.version.is_v5() {
+        codes.clear();
+    }
+    conn.send(&Packet::UnsubAck(UnsubAck {
+        pkid: u.pkid,
+        codes,
+        properties: Default::default(),
+    }));
+}
+
+fn write_outgoing(shard: &Shard, out: &mut BytesMut, version: ProtocolVersion, o: Outgoing) {
+    match o {
+        Outgoing::Publish {
+            pkid,
+            dup,
+            delivery,
+        } => {
+            Metrics::inc(&shard.metrics.publishes_out);
+            let m = &delivery.msg;
+            let res = encode_publish(
+                out,
+                version,
+                m.topic.as_bytes(),
+                &m.payload,
+                delivery.qos,
+                delivery.retain,
+                dup,
+                pkid,
+                if version.is_v5() { m.props.as_ref() } else { None },
+            );
+            if let Err(e) = res {
+                tracing::warn!(topic = %m.topic, "cannot encode publish: {e}");
+            }
+        }
+        Outgoing::PubRel(pkid) => {
+            let _ = encode(&Packet::PubRel(ack(pkid)), version, out);
+        }
+    }
+}
+
+/// The writer task: coalesces control packets and queued messages into one write.
+async fn writer(shard: Rc<Shard>, conn: Rc<Conn>) {
+    loop {
+        let buf = {
+            let mut out = conn.out.borrow_mut();
+            if !conn.killed.get() {
+                let mut st = conn.session.state.borrow_mut();
+                while out.len() < WRITE_BATCH {
+                    match st.next_outgoing() {
+                        Some(o) => write_outgoing(&shard, &mut out, conn.version, o),
+                        None => break,
+                    }
+                }
+            }
+            std::mem::take(&mut *out)
+        };
+        if buf.is_empty() {
+            if conn.closing.get() || conn.killed.get() {
+                break;
+            }
+            // Idle: hold no write buffer while waiting.
+            *conn.out.borrow_mut() = BytesMut::new();
+            conn.writer_wake.notified().await;
+            continue;
+        }
+        if conn.killed.get() {
+            break;
+        }
+        if conn.io.write_all(&buf).await.is_err() {
+            break;
+        }
+        conn.reader_wake.notify();
+        let mut buf = buf;
+        if buf.capacity() <= 16 * 1024 {
+            buf.clear();
+            let mut out = conn.out.borrow_mut();
+            if out.is_empty() {
+                *out = buf;
+            }
+        }
+    }
+    conn.writer_done.set(true);
+    conn.reader_wake.notify();
+    if conn.closing.get() {
+        conn.io.shutdown();
+    }
+}

@@ -1,0 +1,65 @@
+//! Per-shard counters: plain `Cell`s (no atomics, no sharing). Every limit the broker
+//! enforces has a counter here, so a drop is never silent. Totals are logged at shutdown;
+//! the scrape endpoint and `$SYS` topics come with the operations work.
+//!
+//! Owned by one shard.
+
+use std::cell::Cell;
+
+macro_rules! counters {
+    ($( $(#[$doc:meta])* $name:ident ),* $(,)?) => {
+        /// Owned by one shard.
+        #[derive(Debug, Default)]
+        pub struct Metrics { $( $(#[$doc])* pub $name: Cell<u64>, )* }
+
+        impl Metrics {
+            /// (name, value) for every counter.
+            pub fn snapshot(&self) -> Vec<(&'static str, u64)> {
+                vec![ $( (stringify!($name), self.$name.get()), )* ]
+            }
+        }
+    };
+}
+
+counters! {
+    /// TCP connections accepted.
+    connections_accepted,
+    /// Connections refused because `max_connections` was reached.
+    connections_refused_limit,
+    /// Connections closed before/instead of a valid CONNECT (timeout, bad first packet).
+    connect_failures,
+    /// Connections handed to their home shard after CONNECT.
+    handoffs,
+    /// Sessions whose client id took over a live connection.
+    takeovers,
+    /// Connections closed for a protocol violation or malformed packet.
+    protocol_errors,
+    /// Packets rejected for exceeding `max_packet_size`.
+    packets_too_large,
+    /// Connections closed by the keep-alive timer.
+    keepalive_timeouts,
+    /// PUBLISH packets received from clients.
+    publishes_in,
+    /// PUBLISH packets written to clients.
+    publishes_out,
+    /// Messages dropped because a session queue was full.
+    dropped_queue_full,
+    /// Queued QoS 0 messages evicted to make room.
+    dropped_qos0_evicted,
+    /// Retained messages not stored because `max_retained` was reached.
+    dropped_retained_full,
+    /// Subscriptions refused because `max_subscriptions` was reached.
+    subscriptions_refused,
+    /// Will messages published.
+    wills_published,
+    /// Times a publisher paused reading because the cross-shard outbox was over budget.
+    mesh_backpressure,
+    /// Times a connection paused reading because its write buffer was over budget.
+    write_backpressure,
+}
+
+impl Metrics {
+    pub fn inc(c: &Cell<u64>) {
+        c.set(c.get() + 1);
+    }
+}

@@ -1,0 +1,580 @@
+//! One shard: the state a single executor thread owns, and the tasks that keep it moving.
+//!
+//! A shard owns its connections, the sessions whose home it is (hash(client id) % shards),
+//! its local subscriber trie, a replica of the route table, the retained messages whose
+//! topic hashes to it, and its counters. Nothing here is shared with another thread except
+//! through the two meshes: `data` (publications forwarded to subscriber shards, batched) and
+//! `ctrl` (route updates, connection hand-offs, retained queries).
+
+use std::cell::{Cell, RefCell};
+use std::os::unix::io::RawFd;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ahash::AHashMap;
+use bytes::BytesMut;
+use futures_lite::StreamExt;
+use glommio::channels::channel_mesh::Receivers;
+
+use crate::config::Config;
+use crate::conn::Conn;
+use crate::metrics::Metrics;
+use crate::proto::{Connect, Utf8Bytes};
+use crate::route::retain::{RetainOutcome, RetainedStore};
+use crate::route::subs::{delivery_qos, Hit, LocalSubs, SessionKey};
+use crate::route::table::RouteTable;
+use crate::rt::mesh::Outbox;
+use crate::rt::net::{close_fd, ReadArena};
+use crate::rt::sync::{Countdown, Notify};
+use crate::session::{Delivery, Enqueued, Limits, Publication, Session};
+
+/// How long a shard waits for its peers to acknowledge a route change or answer a
+/// retained query before giving up (a peer only misses this if it is shutting down).
+const PEER_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Process-wide state shared by all shards (atomics only).
+#[derive(Debug, Default)]
+pub struct Global {
+    /// Open client connections across all shards (for `max_connections`).
+    pub connections: AtomicUsize,
+    /// Set by the signal thread on SIGTERM/SIGINT.
+    pub shutdown: AtomicBool,
+}
+
+/// Control-plane messages between shards.
+pub enum Ctrl {
+    /// `from` has its first local subscriber for `filter`; answer with `Ack { req }`.
+    RouteAdd {
+        filter: Utf8Bytes,
+        from: usize,
+        req: u64,
+    },
+    /// `from` lost its last local subscriber for `filter`.
+    RouteDel { filter: Utf8Bytes, from: usize },
+    Ack { req: u64 },
+    /// A connection whose CONNECT landed on the wrong shard, for its home shard.
+    Handoff(Box<Handoff>),
+    /// Store/replace/delete a retained message owned by the receiving shard.
+    RetainSet(Arc<Publication>),
+    RetainQuery {
+        filter: Utf8Bytes,
+        from: usize,
+        req: u64,
+    },
+    RetainReply {
+        req: u64,
+        msgs: Vec<Arc<Publication>>,
+    },
+}
+
+/// A connected socket on its way to its home shard, with the bytes read after CONNECT.
+pub struct Handoff {
+    fd: RawFd,
+    pub rest: BytesMut,
+    pub connect: Box<Connect>,
+}
+
+impl Handoff {
+    pub fn new(fd: RawFd, rest: BytesMut, connect: Box<Connect>) -> Handoff {
+        Handoff { fd, rest, connect }
+    }
+
+    /// Take the fd out; the hand-off no longer closes it.
+    pub fn take_fd(&mut self) -> RawFd {
+        std::mem::replace(&mut self.fd, -1)
+    }
+}
+
+impl Drop for Handoff {
+    fn drop(&mut self) {
+        if self.fd >= 0 {
+            close_fd(self.fd);
+        }
+    }
+}
+
+enum Pending {
+    Acks(Rc<Countdown>),
+    Retained(Rc<RefCell<Vec<Arc<Publication>>>>, Rc<Countdown>),
+}
+
+/// A session and the connection currently attached to it (if any).
+/// Owned by the session's home shard.
+pub struct SessionCell {
+    pub key: SessionKey,
+    pub state: RefCell<Session>,
+    pub conn: RefCell<Option<Rc<Conn>>>,
+    /// Clean session / clean start of the connection that opened it: the session ends
+    /// with that connection.
+    pub clean: Cell<bool>,
+}
+
+#[derive(Default)]
+struct Sessions {
+    by_id: AHashMap<Utf8Bytes, SessionKey>,
+    cells: AHashMap<SessionKey, Rc<SessionCell>>,
+    next: u64,
+}
+
+/// Keep-alive timing wheel: one slot per second, lazily re-armed (activity only updates
+/// the connection's `last_seen`; the wheel re-checks when the slot comes round).
+struct Wheel {
+    slots: Vec<Vec<(u64, u64)>>,
+    done: u64,
+}
+
+const WHEEL_SLOTS: usize = 1024;
+
+impl Wheel {
+    fn schedule(&mut self, conn: u64, at: u64) {
+        let at = at.max(self.done + 1);
+        self.slots[(at as usize) % WHEEL_SLOTS].push((conn, at));
+    }
+}
+
+/// Everything one shard owns. Lives in an `Rc` on the shard's thread.
+pub struct Shard {
+    pub id: usize,
+    pub shards: usize,
+    pub cfg: Arc<Config>,
+    pub global: Arc<Global>,
+    pub data: Rc<Outbox<Arc<Publication>>>,
+    pub ctrl: Rc<Outbox<Ctrl>>,
+    pub routes: RefCell<RouteTable>,
+    pub subs: RefCell<LocalSubs>,
+    pub retained: RefCell<RetainedStore>,
+    sessions: RefCell<Sessions>,
+    pending: RefCell<AHashMap<u64, Pending>>,
+    next_req: Cell<u64>,
+    pub metrics: Metrics,
+    pub arena: ReadArena,
+    started: Instant,
+    wheel: RefCell<Wheel>,
+    hits: RefCell<Vec<Hit>>,
+    pub conns: RefCell<AHashMap<u64, Rc<Conn>>>,
+    next_conn: Cell<u64>,
+    pub stopping: Cell<bool>,
+    pub stop: Notify,
+    pub limits: Limits,
+}
+
+/// Stable hash (FNV-1a) for placing client ids and retained topics on shards. Stable
+/// across processes and machines, because placement will become part of on-disk state.
+pub fn stable_hash(s: &[u8]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in s {
+        h ^= *b as u64;
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h
+}
+
+impl Shard {
+    pub fn new(
+        cfg: Arc<Config>,
+        global: Arc<Global>,
+        data: Rc<Outbox<Arc<Publication>>>,
+        ctrl: Rc<Outbox<Ctrl>>,
+    ) -> Rc<Shard> {
+        let limits = Limits {
+            max_inflight: cfg.max_inflight,
+            max_queued_messages: cfg.max_queued_messages,
+            max_queued_bytes: cfg.max_queued_bytes,
+        };
+        Rc::new(Shard {
+            id: data.me(),
+            shards: cfg.shards,
+            cfg,
+            global,
+            data,
+            ctrl,
+            routes: RefCell::default(),
+            subs: RefCell::default(),
+            retained: RefCell::default(),
+            sessions: RefCell::default(),
+            pending: RefCell::default(),
+            next_req: Cell::new(1),
+            metrics: Metrics::default(),
+            arena: ReadArena::new(64 * 1024),
+            started: Instant::now(),
+            wheel: RefCell::new(Wheel {
+                slots: (0..WHEEL_SLOTS).map(|_| Vec::new()).collect(),
+                done: 0,
+            }),
+            hits: RefCell::default(),
+            conns: RefCell::default(),
+            next_conn: Cell::new(1),
+            stopping: Cell::new(false),
+            stop: Notify::new(),
+            limits,
+        })
+    }
+
+    /// Home shard of a client id, or owner shard of a retained topic.
+    pub fn shard_of(&self, key: &[u8]) -> usize {
+        (stable_hash(key) % self.shards as u64) as usize
+    }
+
+    /// Seconds since the shard started (the keep-alive clock).
+    pub fn now(&self) -> u64 {
+        self.started.elapsed().as_secs()
+    }
+
+    pub fn next_conn_id(&self) -> u64 {
+        let id = self.next_conn.get();
+        self.next_conn.set(id + 1);
+        id
+    }
+
+    // ---- sessions ---------------------------------------------------------------------
+
+    /// Find or create the session for `client_id`. With `clean`, an existing session is
+    /// discarded first [MQTT-3.1.2-6]. Returns the cell and whether state was resumed
+    /// (the CONNACK session-present flag).
+    pub fn open_session(&self, client_id: &Utf8Bytes, clean: bool) -> (Rc<SessionCell>, bool) {
+        let existing = {
+            let s = self.sessions.borrow();
+            s.by_id
+                .get(client_id.as_str())
+                .and_then(|k| s.cells.get(k).cloned())
+        };
+        if let Some(cell) = existing {
+            if !clean {
+                cell.clean.set(false);
+                return (cell, true);
+            }
+            self.remove_session(&cell);
+        }
+        let mut s = self.sessions.borrow_mut();
+        s.next += 1;
+        let key = SessionKey(s.next);
+        let cell = Rc::new(SessionCell {
+            key,
+            state: RefCell::new(Session::new(client_id.clone(), self.limits)),
+            conn: RefCell::new(None),
+            clean: Cell::new(clean),
+        });
+        s.by_id.insert(client_id.clone(), key);
+        s.cells.insert(key, cell.clone());
+        (cell, false)
+    }
+
+    /// Drop a session and its subscriptions (if it is still the registered one).
+    pub fn remove_session(&self, cell: &Rc<SessionCell>) {
+        {
+            let mut s = self.sessions.borrow_mut();
+            match s.cells.get(&cell.key) {
+                Some(c) if Rc::ptr_eq(c, cell) => {}
+                _ => return,
+            }
+            s.cells.remove(&cell.key);
+            let id = cell.state.borrow().client_id.clone();
+            if s.by_id.get(id.as_str()) == Some(&cell.key) {
+                s.by_id.remove(id.as_str());
+            }
+        }
+        let filters: Vec<Utf8Bytes> = cell.state.borrow_mut().subs.drain().map(|(f, _)| f).collect();
+        for f in filters {
+            self.unsubscribe_local(&f, cell.key);
+        }
+    }
+
+    pub fn session_count(&self) -> usize {
+        self.sessions.borrow().cells.len()
+    }
+
+    // ---- subscriptions and routes -----------------------------------------------------
+
+    /// Register a local subscription; returns true when the route table gained this shard
+    /// for the filter (peers must be told before SUBACK).
+    pub fn subscribe_local(&self, filter: &Utf8Bytes, key: SessionKey, opts: crate::proto::SubOptions) -> bool {
+        let first = self.subs.borrow_mut().add(filter, key, opts);
+        if first {
+            self.routes.borrow_mut().add(filter, self.id);
+        }
+        first
+    }
+
+    /// Remove a local subscription; tells peers when the last local subscriber left.
+    pub fn unsubscribe_local(&self, filter: &Utf8Bytes, key: SessionKey) {
+        if self.subs.borrow_mut().remove(filter, key) {
+            self.routes.borrow_mut().remove(filter, self.id);
+            for p in self.peers() {
+                self.ctrl.push(
+                    p,
+                    Ctrl::RouteDel {
+                        filter: filter.clone(),
+                        from: self.id,
+                    },
+                );
+            }
+        }
+    }
+
+    /// Tell every peer about new routes and wait until all applied them, so that any
+    /// publish accepted anywhere after our SUBACK reaches us.
+    pub async fn announce_routes(&self, filters: &[Utf8Bytes]) {
+        if filters.is_empty() || self.shards == 1 {
+            return;
+        }
+        let cd = Countdown::new(filters.len() * (self.shards - 1));
+        let req = self.new_req(Pending::Acks(cd.clone()));
+        for p in self.peers() {
+            for f in filters {
+                self.ctrl.push(
+                    p,
+                    Ctrl::RouteAdd {
+                        filter: f.clone(),
+                        from: self.id,
+                        req,
+                    },
+                );
+            }
+        }
+        let done = crate::rt::with_timeout(PEER_TIMEOUT, cd.wait()).await;
+        self.pending.borrow_mut().remove(&req);
+        if done.is_none() {
+            tracing::warn!(shard = self.id, "route announcement not acknowledged by every shard");
+        }
+    }
+
+    fn peers(&self) -> impl Iterator<Item = usize> + '_ {
+        (0..self.shards).filter(move |p| *p != self.id)
+    }
+
+    fn new_req(&self, p: Pending) -> u64 {
+        let req = self.next_req.get();
+        self.next_req.set(req + 1);
+        self.pending.borrow_mut().insert(req, p);
+        req
+    }
+
+    // ---- publishing -------------------------------------------------------------------
+
+    /// Route a publication: retained store, then once per destination shard (local
+    /// delivery inline, remote via the data mesh).
+    pub fn publish(&self, msg: Arc<Publication>) {
+        if msg.retain {
+            let owner = self.shard_of(msg.topic.as_bytes());
+            if owner == self.id {
+                self.retain_set(msg.clone());
+            } else {
+                self.ctrl.push(owner, Ctrl::RetainSet(msg.clone()));
+            }
+        }
+        let dests = self.routes.borrow().destinations(&msg.topic);
+        for d in dests.iter() {
+            if d == self.id {
+                self.deliver_local(&msg);
+            } else {
+                self.data.push(d, msg.clone());
+            }
+        }
+    }
+
+    fn retain_set(&self, msg: Arc<Publication>) {
+        if self.retained.borrow_mut().set(msg, self.cfg.max_retained) == RetainOutcome::Full {
+            Metrics::inc(&self.metrics.dropped_retained_full);
+        }
+    }
+
+    /// Deliver to every matching session on this shard, once per session.
+    pub fn deliver_local(&self, msg: &Arc<Publication>) {
+        let mut hits = std::mem::take(&mut *self.hits.borrow_mut());
+        self.subs.borrow().matches(&msg.topic, &mut hits);
+        {
+            let sessions = self.sessions.borrow();
+            for h in &hits {
+                let Some(cell) = sessions.cells.get(&h.session) else {
+                    continue;
+                };
+                if h.opts.no_local && !msg.origin.is_empty() && cell.state.borrow().client_id == msg.origin {
+                    continue;
+                }
+                self.deliver(
+                    cell,
+                    Delivery {
+                        msg: msg.clone(),
+                        qos: delivery_qos(msg.qos, h.opts.qos),
+                        retain: h.opts.retain_as_published && msg.retain,
+                    },
+                );
+            }
+        }
+        hits.clear();
+        *self.hits.borrow_mut() = hits;
+    }
+
+    /// Queue one message for one session and wake its writer.
+    pub fn deliver(&self, cell: &SessionCell, d: Delivery) {
+        match cell.state.borrow_mut().enqueue(d) {
+            Enqueued::Queued => {}
+            Enqueued::QueuedEvictingQos0(n) => {
+                let c = &self.metrics.dropped_qos0_evicted;
+                c.set(c.get() + n as u64);
+            }
+            Enqueued::DroppedFull => Metrics::inc(&self.metrics.dropped_queue_full),
+        }
+        if let Some(conn) = cell.conn.borrow().as_ref() {
+            conn.wake_writer();
+        }
+    }
+
+    /// Retained messages matching `filter`, gathered from the owning shard(s).
+    pub async fn retained_for(&self, filter: &Utf8Bytes) -> Vec<Arc<Publication>> {
+        let wildcard = filter.contains(['+', '#']);
+        let mut out = Vec::new();
+        let remote: Vec<usize> = if wildcard {
+            self.retained.borrow().lookup(filter, &mut out);
+            self.peers().collect()
+        } else {
+            let owner = self.shard_of(filter.as_bytes());
+            if owner == self.id {
+                self.retained.borrow().lookup(filter, &mut out);
+                Vec::new()
+            } else {
+                vec![owner]
+            }
+        };
+        if remote.is_empty() {
+            return out;
+        }
+        let slot = Rc::new(RefCell::new(Vec::new()));
+        let cd = Countdown::new(remote.len());
+        let req = self.new_req(Pending::Retained(slot.clone(), cd.clone()));
+        for p in remote {
+            self.ctrl.push(
+                p,
+                Ctrl::RetainQuery {
+                    filter: filter.clone(),
+                    from: self.id,
+                    req,
+                },
+            );
+        }
+        crate::rt::with_timeout(PEER_TIMEOUT, cd.wait()).await;
+        self.pending.borrow_mut().remove(&req);
+        out.extend(slot.take());
+        out
+    }
+
+    // ---- inbound mesh -----------------------------------------------------------------
+
+    /// Handle one control message. Never awaits (see `rt::mesh`).
+    fn on_ctrl(self: &Rc<Self>, msg: Ctrl) {
+        match msg {
+            Ctrl::RouteAdd { filter, from, req } => {
+                self.routes.borrow_mut().add(&filter, from);
+                self.ctrl.push(from, Ctrl::Ack { req });
+            }
+            Ctrl::RouteDel { filter, from } => self.routes.borrow_mut().remove(&filter, from),
+            Ctrl::Ack { req } => {
+                if let Some(Pending::Acks(cd)) = self.pending.borrow().get(&req) {
+                    cd.tick();
+                }
+            }
+            Ctrl::Handoff(h) => crate::conn::adopt(self.clone(), h),
+            Ctrl::RetainSet(msg) => self.retain_set(msg),
+            Ctrl::RetainQuery { filter, from, req } => {
+                let mut msgs = Vec::new();
+                self.retained.borrow().lookup(&filter, &mut msgs);
+                self.ctrl.push(from, Ctrl::RetainReply { req, msgs });
+            }
+            Ctrl::RetainReply { req, msgs } => {
+                if let Some(Pending::Retained(slot, cd)) = self.pending.borrow().get(&req) {
+                    slot.borrow_mut().extend(msgs);
+                    cd.tick();
+                }
+            }
+        }
+    }
+
+    /// Spawn one drain task per peer for each mesh. Drain tasks never await a send.
+    pub fn spawn_drains(
+        self: &Rc<Self>,
+        mut data_rx: Receivers<Vec<Arc<Publication>>>,
+        mut ctrl_rx: Receivers<Vec<Ctrl>>,
+    ) {
+        for (_peer, mut rx) in data_rx.streams() {
+            let shard = self.clone();
+            glommio::spawn_local(async move {
+                while let Some(batch) = rx.next().await {
+                    for msg in batch {
+                        shard.deliver_local(&msg);
+                    }
+                    glommio::yield_if_needed().await;
+                }
+            })
+            .detach();
+        }
+        for (_peer, mut rx) in ctrl_rx.streams() {
+            let shard = self.clone();
+            glommio::spawn_local(async move {
+                while let Some(batch) = rx.next().await {
+                    for msg in batch {
+                        shard.on_ctrl(msg);
+                    }
+                }
+            })
+            .detach();
+        }
+    }
+
+    // ---- keep-alive -------------------------------------------------------------------
+
+    /// Arm the keep-alive check for a connection (no-op for keep-alive 0).
+    pub fn arm_keepalive(&self, conn: &Conn) {
+        if let Some(deadline) = conn.keepalive_deadline() {
+            self.wheel.borrow_mut().schedule(conn.id, deadline);
+        }
+    }
+
+    /// Once a second: close connections silent for 1.5 × keep-alive [MQTT-3.1.2-24].
+    pub async fn run_ticker(self: Rc<Self>) {
+        loop {
+            glommio::timer::sleep(Duration::from_millis(250)).await;
+            if self.stopping.get() {
+                return;
+            }
+            let now = self.now();
+            loop {
+                let due = {
+                    let mut w = self.wheel.borrow_mut();
+                    if w.done >= now {
+                        break;
+                    }
+                    w.done += 1;
+                    let t = w.done;
+                    let slot = std::mem::take(&mut w.slots[(t as usize) % WHEEL_SLOTS]);
+                    let (due, later): (Vec<_>, Vec<_>) = slot.into_iter().partition(|(_, at)| *at <= t);
+                    w.slots[(t as usize) % WHEEL_SLOTS] = later;
+                    due
+                };
+                for (id, _) in due {
+                    let conn = self.conns.borrow().get(&id).cloned();
+                    let Some(conn) = conn else { continue };
+                    match conn.keepalive_deadline() {
+                        Some(d) if d <= now => {
+                            Metrics::inc(&self.metrics.keepalive_timeouts);
+                            tracing::debug!(conn = id, "keep-alive expired");
+                            conn.kill();
+                        }
+                        Some(d) => self.wheel.borrow_mut().schedule(id, d),
+                        None => {}
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// A `Shard`'s view of the process-wide shutdown flag.
+pub async fn watch_shutdown(shard: Rc<Shard>) {
+    while !shard.global.shutdown.load(Ordering::Relaxed) && !shard.stopping.get() {
+        glommio::timer::sleep(Duration::from_millis(50)).await;
+    }
+    shard.stopping.set(true);
+    shard.stop.notify();
+}
