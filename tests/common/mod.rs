@@ -325,3 +325,358 @@ pub fn opts(broker: &Broker, id: &str) -> rumqttc::MqttOptions {
     o.set_keep_alive(Duration::from_secs(30));
     o
 }
+
+// ---- Helpers added for integration suite A (spec_2 … spec_4_7). ----
+
+/// What the broker did within a bounded wait on a raw connection.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Next {
+    /// A whole packet arrived.
+    Packet(Vec<u8>),
+    /// The broker closed the connection (EOF or reset).
+    Closed,
+    /// Nothing arrived and the connection is still open.
+    Silent,
+}
+
+/// Wait up to `within` for the next packet, a close, or neither.
+pub fn next_within(raw: &mut Raw, within: Duration) -> Next {
+    raw.stream
+        .set_read_timeout(Some(within))
+        .expect("set timeout");
+    let mut b = [0u8; 1];
+    let peeked = raw.stream.peek(&mut b);
+    raw.stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("set timeout");
+    match peeked {
+        Ok(0) => Next::Closed,
+        Ok(_) => match raw.read_packet() {
+            Some(p) => Next::Packet(p),
+            None => Next::Closed,
+        },
+        Err(e)
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+            ) =>
+        {
+            Next::Silent
+        }
+        Err(e)
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::ConnectionAborted
+            ) =>
+        {
+            Next::Closed
+        }
+        Err(e) => panic!("read from broker failed: {e}"),
+    }
+}
+
+/// Assert nothing arrives for `dur` and the connection stays open.
+pub fn expect_silence(raw: &mut Raw, dur: Duration) {
+    match next_within(raw, dur) {
+        Next::Silent => {}
+        other => panic!("expected silence for {dur:?}, got {other:02x?}"),
+    }
+}
+
+/// Read the next packet, failing the test on close or after 5 s.
+pub fn expect_packet(raw: &mut Raw) -> Vec<u8> {
+    match next_within(raw, Duration::from_secs(5)) {
+        Next::Packet(p) => p,
+        other => panic!("expected a packet, got {other:?}"),
+    }
+}
+
+/// Wait (at most `max`) for the broker to close the connection without sending anything;
+/// returns how long that took.
+pub fn wait_closed(raw: &mut Raw, max: Duration) -> Duration {
+    let start = Instant::now();
+    match next_within(raw, max) {
+        Next::Closed => start.elapsed(),
+        other => panic!(
+            "expected the broker to close within {max:?}, got {other:02x?} after {:?}",
+            start.elapsed()
+        ),
+    }
+}
+
+/// Send DISCONNECT, half-close, and wait (bounded) for the broker to close its side.
+pub fn raw_disconnect(mut raw: Raw) {
+    raw.send(&[0xE0, 0x00]);
+    let _ = raw.stream.shutdown(std::net::Shutdown::Write);
+    wait_closed(&mut raw, Duration::from_secs(5));
+}
+
+/// A v3.1.1 PUBLISH. `pkid` is written only for QoS > 0.
+pub fn publish_packet(
+    topic: &str,
+    qos: u8,
+    retain: bool,
+    dup: bool,
+    pkid: u16,
+    payload: &[u8],
+) -> Vec<u8> {
+    let first = 0x30 | (u8::from(dup) << 3) | (qos << 1) | u8::from(retain);
+    let mut body = mqtt_str(topic);
+    if qos > 0 {
+        body.extend_from_slice(&pkid.to_be_bytes());
+    }
+    body.extend_from_slice(payload);
+    packet(first, &body)
+}
+
+/// A SUBSCRIBE with (filter, requested QoS byte) pairs.
+pub fn subscribe_packet(pkid: u16, filters: &[(&str, u8)]) -> Vec<u8> {
+    let mut body = pkid.to_be_bytes().to_vec();
+    for (f, q) in filters {
+        body.extend(mqtt_str(f));
+        body.push(*q);
+    }
+    packet(0x82, &body)
+}
+
+/// An UNSUBSCRIBE with the given filters.
+pub fn unsubscribe_packet(pkid: u16, filters: &[&str]) -> Vec<u8> {
+    let mut body = pkid.to_be_bytes().to_vec();
+    for f in filters {
+        body.extend(mqtt_str(f));
+    }
+    packet(0xA2, &body)
+}
+
+/// Subscribe on a raw connection and return the SUBACK's return codes (after checking the
+/// packet type and packet id).
+pub fn raw_subscribe(raw: &mut Raw, pkid: u16, filters: &[(&str, u8)]) -> Vec<u8> {
+    raw.send(&subscribe_packet(pkid, filters));
+    let ack = expect_packet(raw);
+    assert_eq!(ack[0], 0x90, "expected SUBACK, got {ack:02x?}");
+    let hdr = 1 + remaining_length(ack.len() - 2).len();
+    assert_eq!(&ack[hdr..hdr + 2], &pkid.to_be_bytes(), "SUBACK packet id");
+    ack[hdr + 2..].to_vec()
+}
+
+/// A PUBLISH as received on a raw connection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RawPublish {
+    pub first: u8,
+    pub topic: String,
+    pub pkid: Option<u16>,
+    pub payload: Vec<u8>,
+}
+
+impl RawPublish {
+    pub fn qos(&self) -> u8 {
+        (self.first >> 1) & 3
+    }
+    pub fn retain(&self) -> bool {
+        self.first & 1 == 1
+    }
+    pub fn dup(&self) -> bool {
+        self.first & 0x08 != 0
+    }
+}
+
+/// Parse a whole PUBLISH packet (as returned by `Raw::read_packet`).
+pub fn parse_publish(p: &[u8]) -> RawPublish {
+    assert_eq!(p[0] >> 4, 3, "expected PUBLISH, got {p:02x?}");
+    let mut i = 1;
+    while p[i] & 0x80 != 0 {
+        i += 1;
+    }
+    i += 1;
+    let tlen = u16::from_be_bytes([p[i], p[i + 1]]) as usize;
+    let topic = String::from_utf8(p[i + 2..i + 2 + tlen].to_vec()).expect("utf-8 topic");
+    i += 2 + tlen;
+    let qos = (p[0] >> 1) & 3;
+    let pkid = if qos > 0 {
+        let id = u16::from_be_bytes([p[i], p[i + 1]]);
+        i += 2;
+        Some(id)
+    } else {
+        None
+    };
+    RawPublish {
+        first: p[0],
+        topic,
+        pkid,
+        payload: p[i..].to_vec(),
+    }
+}
+
+/// Read the next packet and require it to be a PUBLISH.
+pub fn expect_publish(raw: &mut Raw) -> RawPublish {
+    parse_publish(&expect_packet(raw))
+}
+
+/// A rumqttc v3.1.1 client whose event loop runs on its own tokio task. The loop stops at
+/// the first connection error (so rumqttc never silently reconnects); events reach the
+/// test over a std channel, polled with a bounded wait.
+pub struct MqttClient {
+    pub client: rumqttc::AsyncClient,
+    events: std::sync::mpsc::Receiver<Result<rumqttc::Event, String>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl MqttClient {
+    /// Connect and wait (5 s) for the CONNACK; panics if refused or closed.
+    pub async fn connect(opts: rumqttc::MqttOptions) -> (MqttClient, rumqttc::ConnAck) {
+        let (client, mut eventloop) = rumqttc::AsyncClient::new(opts, 100);
+        let (tx, events) = std::sync::mpsc::channel();
+        let task = tokio::spawn(async move {
+            loop {
+                let ev = eventloop.poll().await;
+                let stop = ev.is_err();
+                if tx.send(ev.map_err(|e| e.to_string())).is_err() || stop {
+                    break;
+                }
+            }
+        });
+        let mut c = MqttClient {
+            client,
+            events,
+            task,
+        };
+        match c.next_event(Duration::from_secs(5)).await {
+            Some(Ok(rumqttc::Event::Incoming(rumqttc::Packet::ConnAck(ack)))) => (c, ack),
+            other => panic!("expected CONNACK, got {other:?}"),
+        }
+    }
+
+    /// The next event (or the connection error that ended the loop), `None` after `within`.
+    pub async fn next_event(&mut self, within: Duration) -> Option<Result<rumqttc::Event, String>> {
+        let deadline = Instant::now() + within;
+        loop {
+            match self.events.try_recv() {
+                Ok(ev) => return Some(ev),
+                Err(std::sync::mpsc::TryRecvError::Disconnected) => {
+                    return Some(Err("event loop ended".into()))
+                }
+                Err(std::sync::mpsc::TryRecvError::Empty) => {}
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    /// Wait for an incoming packet satisfying `want`, skipping others; panics on a
+    /// connection error or after `within`.
+    pub async fn wait_incoming(
+        &mut self,
+        within: Duration,
+        what: &str,
+        mut want: impl FnMut(&rumqttc::Packet) -> bool,
+    ) -> rumqttc::Packet {
+        let deadline = Instant::now() + within;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.next_event(left).await {
+                Some(Ok(rumqttc::Event::Incoming(p))) if want(&p) => return p,
+                Some(Ok(_)) => {}
+                Some(Err(e)) => panic!("connection failed while waiting for {what}: {e}"),
+                None => panic!("no {what} within {within:?}"),
+            }
+        }
+    }
+
+    /// The next incoming PUBLISH within 5 s.
+    pub async fn expect_publish(&mut self) -> rumqttc::Publish {
+        match self
+            .wait_incoming(Duration::from_secs(5), "PUBLISH", |p| {
+                matches!(p, rumqttc::Packet::Publish(_))
+            })
+            .await
+        {
+            rumqttc::Packet::Publish(p) => p,
+            _ => unreachable!(),
+        }
+    }
+
+    /// Assert that no PUBLISH arrives (and the connection stays up) for `dur`.
+    pub async fn expect_no_publish(&mut self, dur: Duration) {
+        let deadline = Instant::now() + dur;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.next_event(left).await {
+                None => return,
+                Some(Ok(rumqttc::Event::Incoming(rumqttc::Packet::Publish(p)))) => {
+                    panic!("unexpected PUBLISH {p:?}")
+                }
+                Some(Ok(_)) => {}
+                Some(Err(e)) => panic!("connection failed: {e}"),
+            }
+        }
+    }
+
+    /// Subscribe and return the SUBACK return codes.
+    pub async fn subscribe(
+        &mut self,
+        filter: &str,
+        qos: rumqttc::QoS,
+    ) -> Vec<rumqttc::SubscribeReasonCode> {
+        self.client.subscribe(filter, qos).await.expect("subscribe");
+        match self
+            .wait_incoming(Duration::from_secs(5), "SUBACK", |p| {
+                matches!(p, rumqttc::Packet::SubAck(_))
+            })
+            .await
+        {
+            rumqttc::Packet::SubAck(s) => s.return_codes,
+            _ => unreachable!(),
+        }
+    }
+
+    /// Publish and wait until the flow completes on the publisher side: written (QoS 0),
+    /// PUBACK (QoS 1) or PUBCOMP (QoS 2).
+    pub async fn publish(&mut self, topic: &str, qos: rumqttc::QoS, retain: bool, payload: &[u8]) {
+        self.client
+            .publish(topic, qos, retain, payload.to_vec())
+            .await
+            .expect("publish");
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let done = match self.next_event(left).await {
+                Some(Ok(rumqttc::Event::Outgoing(rumqttc::Outgoing::Publish(_)))) => {
+                    qos == rumqttc::QoS::AtMostOnce
+                }
+                Some(Ok(rumqttc::Event::Incoming(rumqttc::Packet::PubAck(_)))) => {
+                    qos == rumqttc::QoS::AtLeastOnce
+                }
+                Some(Ok(rumqttc::Event::Incoming(rumqttc::Packet::PubComp(_)))) => {
+                    qos == rumqttc::QoS::ExactlyOnce
+                }
+                Some(Ok(_)) => false,
+                Some(Err(e)) => panic!("connection failed while publishing: {e}"),
+                None => panic!("publish to {topic} at {qos:?} did not complete within 5 s"),
+            };
+            if done {
+                return;
+            }
+        }
+    }
+
+    /// Wait (at most `within`) for the broker to end the connection.
+    pub async fn expect_disconnected(&mut self, within: Duration) {
+        let deadline = Instant::now() + within;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.next_event(left).await {
+                Some(Err(_)) => return,
+                Some(Ok(_)) => {}
+                None => panic!("connection still open after {within:?}"),
+            }
+        }
+    }
+}
+
+impl Drop for MqttClient {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
