@@ -313,6 +313,33 @@ fn client_id_takeover_closes_the_old_connection() {
 }
 
 #[test]
+fn client_id_takeover_of_a_persistent_session_closes_the_old_connection() {
+    // MQTT-3.1.4-2 for clean session 0 on both connections; the session is resumed.
+    let broker = Broker::start();
+    let (mut old, present) = raw_session(broker.addr, "same-persistent", false);
+    assert!(!present);
+    let (mut new, present) = raw_session(broker.addr, "same-persistent", false);
+    assert!(
+        present,
+        "takeover of a persistent session must resume it (MQTT-3.2.2-2)"
+    );
+    wait_closed(&mut old, SECS5);
+    assert_alive(&mut new);
+}
+
+#[test]
+fn clean_connect_takes_over_a_connected_persistent_session() {
+    // MQTT-3.1.4-2 with MQTT-3.1.2-6: a clean-session CONNECT discards the stored session,
+    // but the connection still using that client id MUST be closed as well.
+    let broker = Broker::start();
+    let (mut old, _) = raw_session(broker.addr, "persistent-then-clean", false);
+    let (mut new, present) = raw_session(broker.addr, "persistent-then-clean", true);
+    assert!(!present, "MQTT-3.2.2-1: clean session → session present 0");
+    wait_closed(&mut old, SECS5);
+    assert_alive(&mut new);
+}
+
+#[test]
 fn client_id_takeover_across_shards() {
     // MQTT-3.1.4-2 with two shards: successive connections land on either shard; each new
     // one closes the previous one.
