@@ -245,6 +245,13 @@ impl Shard {
                 cell.clean.set(false);
                 return (cell, true);
             }
+            // Clean start over a live session: close its connection first
+            // [MQTT-3.1.4-2], then discard its state [MQTT-3.1.2-6].
+            let old = cell.conn.borrow_mut().take();
+            if let Some(old) = old {
+                Metrics::inc(&self.metrics.takeovers);
+                old.kill();
+            }
             self.remove_session(&cell);
         }
         let mut s = self.sessions.borrow_mut();

@@ -52,7 +52,7 @@ pub struct Conn {
     killed: Cell<bool>,
     keep_alive: u16,
     last_seen: Cell<u64>,
-    will: RefCell<Option<LastWill>>,
+    will: RefCell<Option<Box<LastWill>>>,
     pub session: Rc<SessionCell>,
 }
 
@@ -116,13 +116,13 @@ pub async fn accept_loop(shard: Rc<Shard>, listener: TcpListener) {
             continue;
         }
         let s = shard.clone();
-        glommio::spawn_local(async move {
+        let fut = async move {
             let counted = handshake(s.clone(), stream).await;
             if !counted {
                 s.global.connections.fetch_sub(1, Ordering::Relaxed);
             }
-        })
-        .detach();
+        };
+        glommio::spawn_local(fut).detach();
     }
 }
 
@@ -259,6 +259,8 @@ async fn serve(shard: Rc<Shard>, io: Rc<Io>, connect: Box<Connect>, rest: BytesM
         keep_alive = max_ka;
     }
     let (cell, present) = shard.open_session(&connect.client_id, connect.clean_start);
+    let client_id = connect.client_id.clone();
+    let will = connect.will.map(Box::new);
     let conn = Rc::new(Conn {
         id: shard.next_conn_id(),
         io: io.clone(),
@@ -271,13 +273,13 @@ async fn serve(shard: Rc<Shard>, io: Rc<Io>, connect: Box<Connect>, rest: BytesM
         killed: Cell::new(false),
         keep_alive,
         last_seen: Cell::new(shard.now()),
-        will: RefCell::new(connect.will.clone()),
+        will: RefCell::new(will),
         session: cell.clone(),
     });
     if let Some(old) = cell.conn.replace(Some(conn.clone())) {
         // [MQTT-3.1.4-2] a second connection with the same client id closes the first.
         Metrics::inc(&shard.metrics.takeovers);
-        tracing::debug!(client = %connect.client_id, "session taken over");
+        tracing::debug!(client = %client_id, "session taken over");
         old.kill();
     }
     shard.conns.borrow_mut().insert(conn.id, conn.clone());
@@ -295,7 +297,8 @@ async fn serve(shard: Rc<Shard>, io: Rc<Io>, connect: Box<Connect>, rest: BytesM
             write_outgoing(&shard, &mut out, version, o);
         }
     }
-    tracing::debug!(client = %connect.client_id, shard = shard.id, present, "client connected");
+    tracing::debug!(client = %client_id, shard = shard.id, present, "client connected");
+    drop(client_id);
     glommio::spawn_local(writer(shard.clone(), conn.clone())).detach();
 
     let mut dec = Decoder::with_version(version, shard.cfg.max_packet_size);
@@ -454,7 +457,9 @@ async fn handle(shard: &Rc<Shard>, conn: &Rc<Conn>, p: Packet) -> Flow {
                 conn.wake_writer();
             }
         }
-        Packet::Subscribe(s) => subscribe(shard, conn, s).await,
+        // Boxed: subscribing is rare and its future is large; keep the per-connection
+        // reader state small.
+        Packet::Subscribe(s) => Box::pin(subscribe(shard, conn, s)).await,
         Packet::Unsubscribe(u) => unsubscribe(shard, conn, u),
         Packet::PingReq => conn.send(&Packet::PingResp),
         Packet::Disconnect(_) => {
