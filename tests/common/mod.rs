@@ -680,3 +680,309 @@ impl Drop for MqttClient {
         self.task.abort();
     }
 }
+
+// ---------------------------------------------------------------------------------------
+// Helpers for the session, will, shard, limit, interop and shutdown suites.
+// ---------------------------------------------------------------------------------------
+
+/// Upper bound for any single network wait in a test.
+pub const WAIT: Duration = Duration::from_secs(5);
+
+/// A rumqttc (v3.1.1) client driven by its own thread. Its events arrive over a channel so
+/// every wait is a bounded `recv_timeout`. PUBLISH packets that arrive while the test waits
+/// for something else are kept and handed out by [`TestClient::recv`] in arrival order.
+pub struct TestClient {
+    pub client: rumqttc::Client,
+    pub id: String,
+    pub session_present: bool,
+    events: std::sync::mpsc::Receiver<Result<rumqttc::Event, String>>,
+    stash: std::collections::VecDeque<rumqttc::Publish>,
+}
+
+impl TestClient {
+    /// Connect with [`opts`] and the given clean-session flag; panics unless CONNACK accepts.
+    pub fn connect(broker: &Broker, id: &str, clean: bool) -> TestClient {
+        let mut o = opts(broker, id);
+        o.set_clean_session(clean);
+        TestClient::connect_opts(o)
+    }
+
+    /// Connect with explicit options; panics unless CONNACK accepts.
+    pub fn connect_opts(o: rumqttc::MqttOptions) -> TestClient {
+        let id = o.client_id();
+        TestClient::try_connect_opts(o)
+            .unwrap_or_else(|e| panic!("client {id}: connect failed: {e}"))
+    }
+
+    /// Connect with explicit options; `Err` with the error text if the connection fails.
+    pub fn try_connect_opts(o: rumqttc::MqttOptions) -> Result<TestClient, String> {
+        let id = o.client_id();
+        let (client, mut connection) = rumqttc::Client::new(o, 1000);
+        let (tx, events) = std::sync::mpsc::channel();
+        std::thread::spawn(move || loop {
+            match connection.recv() {
+                Ok(Ok(ev)) => {
+                    if tx.send(Ok(ev)).is_err() {
+                        return;
+                    }
+                }
+                Ok(Err(e)) => {
+                    let _ = tx.send(Err(e.to_string()));
+                    return;
+                }
+                Err(_) => return,
+            }
+        });
+        let mut c = TestClient {
+            client,
+            id,
+            session_present: false,
+            events,
+            stash: Default::default(),
+        };
+        let deadline = Instant::now() + WAIT;
+        loop {
+            match c.next_event(deadline) {
+                None => return Err("no CONNACK within the time limit".into()),
+                Some(Err(e)) => return Err(e),
+                Some(Ok(rumqttc::Event::Incoming(rumqttc::Packet::ConnAck(ack)))) => {
+                    if ack.code != rumqttc::ConnectReturnCode::Success {
+                        return Err(format!("CONNACK refused: {:?}", ack.code));
+                    }
+                    c.session_present = ack.session_present;
+                    return Ok(c);
+                }
+                Some(Ok(_)) => {}
+            }
+        }
+    }
+
+    /// Next event before `deadline`; `None` on timeout; `Some(Err)` once the connection ended.
+    fn next_event(&mut self, deadline: Instant) -> Option<Result<rumqttc::Event, String>> {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match self.events.recv_timeout(left) {
+            Ok(ev) => Some(ev),
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => None,
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                Some(Err("event loop ended".into()))
+            }
+        }
+    }
+
+    /// Wait (up to [`WAIT`]) for an incoming packet accepted by `want`; PUBLISH packets that
+    /// are not wanted are stashed for [`TestClient::recv`].
+    pub fn wait_incoming(
+        &mut self,
+        what: &str,
+        want: impl Fn(&rumqttc::Packet) -> bool,
+    ) -> rumqttc::Packet {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            match self.next_event(deadline) {
+                None => panic!("client {}: no {what} within {WAIT:?}", self.id),
+                Some(Err(e)) => panic!(
+                    "client {}: connection ended waiting for {what}: {e}",
+                    self.id
+                ),
+                Some(Ok(rumqttc::Event::Incoming(p))) => {
+                    if want(&p) {
+                        return p;
+                    }
+                    if let rumqttc::Packet::Publish(publish) = p {
+                        self.stash.push_back(publish);
+                    }
+                }
+                Some(Ok(_)) => {}
+            }
+        }
+    }
+
+    /// Subscribe and wait for the SUBACK; returns its return codes.
+    pub fn subscribe(
+        &mut self,
+        filter: &str,
+        qos: rumqttc::QoS,
+    ) -> Vec<rumqttc::SubscribeReasonCode> {
+        self.client.subscribe(filter, qos).expect("queue SUBSCRIBE");
+        match self.wait_incoming("SUBACK", |p| matches!(p, rumqttc::Packet::SubAck(_))) {
+            rumqttc::Packet::SubAck(ack) => {
+                assert_eq!(
+                    ack.return_codes,
+                    vec![rumqttc::SubscribeReasonCode::Success(qos)],
+                    "client {}: SUBACK for {filter}",
+                    self.id
+                );
+                ack.return_codes
+            }
+            _ => unreachable!(),
+        }
+    }
+
+    /// Queue a PUBLISH without waiting.
+    pub fn publish(
+        &self,
+        topic: &str,
+        qos: rumqttc::QoS,
+        retain: bool,
+        payload: impl Into<Vec<u8>>,
+    ) {
+        self.client
+            .publish(topic, qos, retain, payload)
+            .expect("queue PUBLISH");
+    }
+
+    /// Publish and wait until the flow completes: written (QoS 0), PUBACK (QoS 1) or
+    /// PUBCOMP (QoS 2).
+    pub fn publish_confirmed(
+        &mut self,
+        topic: &str,
+        qos: rumqttc::QoS,
+        retain: bool,
+        payload: impl Into<Vec<u8>>,
+    ) {
+        self.publish(topic, qos, retain, payload);
+        self.wait_publish_flows(1, qos);
+    }
+
+    /// Wait until `n` outgoing publishes of the given QoS have completed their flow.
+    pub fn wait_publish_flows(&mut self, n: usize, qos: rumqttc::QoS) {
+        let deadline = Instant::now() + WAIT + Duration::from_millis(5 * n as u64);
+        let mut done = 0;
+        while done < n {
+            match self.next_event(deadline) {
+                None => panic!(
+                    "client {}: only {done} of {n} {qos:?} publishes completed in time",
+                    self.id
+                ),
+                Some(Err(e)) => {
+                    panic!("client {}: connection ended while publishing: {e}", self.id)
+                }
+                Some(Ok(ev)) => {
+                    use rumqttc::{Event, Outgoing, Packet, QoS};
+                    match (qos, ev) {
+                        (QoS::AtMostOnce, Event::Outgoing(Outgoing::Publish(_)))
+                        | (QoS::AtLeastOnce, Event::Incoming(Packet::PubAck(_)))
+                        | (QoS::ExactlyOnce, Event::Incoming(Packet::PubComp(_))) => done += 1,
+                        (_, Event::Incoming(Packet::Publish(p))) => self.stash.push_back(p),
+                        _ => {}
+                    }
+                }
+            }
+        }
+    }
+
+    /// The next PUBLISH within `limit`, or `None`.
+    pub fn recv_within(&mut self, limit: Duration) -> Option<rumqttc::Publish> {
+        if let Some(p) = self.stash.pop_front() {
+            return Some(p);
+        }
+        let deadline = Instant::now() + limit;
+        loop {
+            match self.next_event(deadline) {
+                None => return None,
+                Some(Err(e)) => panic!(
+                    "client {}: connection ended waiting for PUBLISH: {e}",
+                    self.id
+                ),
+                Some(Ok(rumqttc::Event::Incoming(rumqttc::Packet::Publish(p)))) => return Some(p),
+                Some(Ok(_)) => {}
+            }
+        }
+    }
+
+    /// The next PUBLISH; panics if none arrives within [`WAIT`].
+    pub fn recv(&mut self) -> rumqttc::Publish {
+        self.recv_within(WAIT)
+            .unwrap_or_else(|| panic!("client {}: no PUBLISH within {WAIT:?}", self.id))
+    }
+
+    /// Assert that no PUBLISH arrives within `quiet`.
+    pub fn expect_no_publish(&mut self, quiet: Duration) {
+        if let Some(p) = self.recv_within(quiet) {
+            panic!("client {}: unexpected PUBLISH {p:?}", self.id);
+        }
+    }
+
+    /// Assert the broker closes this connection within [`WAIT`].
+    pub fn expect_closed(&mut self) {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            match self.next_event(deadline) {
+                None => panic!("client {}: connection still open after {WAIT:?}", self.id),
+                Some(Err(_)) => return,
+                Some(Ok(_)) => {}
+            }
+        }
+    }
+
+    /// Send DISCONNECT and wait (bounded) until the connection is gone.
+    pub fn disconnect(mut self) {
+        self.client.disconnect().expect("queue DISCONNECT");
+        let deadline = Instant::now() + WAIT;
+        loop {
+            match self.next_event(deadline) {
+                None => panic!("client {}: DISCONNECT did not complete in time", self.id),
+                Some(Err(_)) => return,
+                Some(Ok(_)) => {}
+            }
+        }
+    }
+
+    /// Close the TCP connection without DISCONNECT and wait (bounded) until it is gone.
+    pub fn drop_abruptly(self) {
+        let TestClient {
+            client, events, id, ..
+        } = self;
+        drop(client);
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match events.recv_timeout(left) {
+                Ok(Ok(_)) => {}
+                Ok(Err(_)) | Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => return,
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                    panic!("client {id}: event loop did not stop in time")
+                }
+            }
+        }
+    }
+}
+
+/// A v3.1.1 CONNECT carrying a will message.
+pub fn connect_v311_will(
+    client_id: &str,
+    clean: bool,
+    keep_alive: u16,
+    will_topic: &str,
+    will_payload: &[u8],
+    will_qos: u8,
+    will_retain: bool,
+) -> Vec<u8> {
+    let mut flags = 0x04 | (will_qos << 3);
+    if clean {
+        flags |= 0x02;
+    }
+    if will_retain {
+        flags |= 0x20;
+    }
+    let mut body = mqtt_str("MQTT");
+    body.push(4);
+    body.push(flags);
+    body.extend_from_slice(&keep_alive.to_be_bytes());
+    body.extend(mqtt_str(client_id));
+    body.extend(mqtt_str(will_topic));
+    body.extend_from_slice(&(will_payload.len() as u16).to_be_bytes());
+    body.extend_from_slice(will_payload);
+    packet(0x10, &body)
+}
+
+/// PUBACK (0x40), PUBREC (0x50), PUBREL (0x62) or PUBCOMP (0x70) for `pid`.
+pub fn ack_v311(first: u8, pid: u16) -> Vec<u8> {
+    let p = pid.to_be_bytes();
+    vec![first, 0x02, p[0], p[1]]
+}
+
+/// Write without panicking; `false` if the connection is already gone.
+pub fn try_send(raw: &mut Raw, bytes: &[u8]) -> bool {
+    raw.stream.write_all(bytes).is_ok()
+}
