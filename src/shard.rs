@@ -482,7 +482,7 @@ impl Shard {
                     cd.tick();
                 }
             }
-            Ctrl::Handoff(h) => crate::conn::adopt(self.clone(), h),
+            Ctrl::Handoff(h) => crate::conn::adopt(self.clone(), *h),
             Ctrl::RetainSet(msg) => self.retain_set(msg),
             Ctrl::RetainQuery { filter, from, req } => {
                 let mut msgs = Vec::new();

@@ -226,7 +226,7 @@ fn assign_client_id(shard: &Shard) -> Utf8Bytes {
 }
 
 /// Continue a handed-off connection on its home shard.
-pub fn adopt(shard: Rc<Shard>, mut h: Box<Handoff>) {
+pub fn adopt(shard: Rc<Shard>, mut h: Handoff) {
     let fd = h.take_fd();
     // SAFETY: the fd was detached from its original shard and is owned by this hand-off.
     let stream = unsafe { attach_stream(fd) };
