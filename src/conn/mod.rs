@@ -193,7 +193,8 @@ async fn handshake(shard: Rc<Shard>, stream: TcpStream) -> bool {
     }
     let home = shard.shard_of(connect.client_id.as_bytes());
     if home == shard.id {
-        serve(shard, io, connect, rest).await;
+        // A task of its own: the handshake's state is not carried for the connection's life.
+        glommio::spawn_local(serve(shard, io, connect, rest)).detach();
         return true;
     }
     let stream = match io.into_stream() {
@@ -244,10 +245,7 @@ pub fn adopt(shard: Rc<Shard>, mut h: Handoff) {
             properties: Default::default(),
         }),
     );
-    glommio::spawn_local(async move {
-        serve(shard, Io::new(stream), connect, rest).await;
-    })
-    .detach();
+    glommio::spawn_local(serve(shard, Io::new(stream), connect, rest)).detach();
 }
 
 /// Serve an accepted CONNECT on the client's home shard until the connection ends.
@@ -345,7 +343,10 @@ async fn read_loop(shard: &Rc<Shard>, conn: &Rc<Conn>, dec: &mut Decoder, mut bu
     loop {
         loop {
             match dec.decode(&mut buf) {
-                Ok(Some(p)) => match handle(shard, conn, p).await {
+                // Boxed: subscribing is rare and its future is large; the per-connection
+                // reader state stays small.
+                Ok(Some(Packet::Subscribe(sub))) => Box::pin(subscribe(shard, conn, sub)).await,
+                Ok(Some(p)) => match handle(shard, conn, p) {
                     Flow::Continue => {}
                     Flow::Disconnect => return true,
                     Flow::Close => return false,
@@ -400,7 +401,7 @@ enum Flow {
     Close,
 }
 
-async fn handle(shard: &Rc<Shard>, conn: &Rc<Conn>, p: Packet) -> Flow {
+fn handle(shard: &Rc<Shard>, conn: &Rc<Conn>, p: Packet) -> Flow {
     match p {
         Packet::Publish(p) => {
             Metrics::inc(&shard.metrics.publishes_in);
@@ -457,9 +458,6 @@ async fn handle(shard: &Rc<Shard>, conn: &Rc<Conn>, p: Packet) -> Flow {
                 conn.wake_writer();
             }
         }
-        // Boxed: subscribing is rare and its future is large; keep the per-connection
-        // reader state small.
-        Packet::Subscribe(s) => Box::pin(subscribe(shard, conn, s)).await,
         Packet::Unsubscribe(u) => unsubscribe(shard, conn, u),
         Packet::PingReq => conn.send(&Packet::PingResp),
         Packet::Disconnect(_) => {
