@@ -47,7 +47,9 @@ impl Sub {
     /// Start `mosquitto_sub -d` and wait until its SUBACK is logged (so the subscription
     /// is in force before anything is published).
     fn start(broker: &Broker, args: &[&str]) -> Sub {
-        let mut child = Command::new("mosquitto_sub")
+        // stdbuf: line-buffer stdout so the SUBACK debug line arrives before exit.
+        let mut child = Command::new("stdbuf")
+            .args(["-oL", "mosquitto_sub"])
             .args(["-h", "127.0.0.1", "-p", &broker.port().to_string(), "-d"])
             .args(["-W", "20"])
             .args(args)

@@ -159,6 +159,7 @@ fn stalled_subscriber_does_not_block_others() {
     // Isolation (contract: per-session queues and bounds): a subscriber that never reads
     // its socket must not stop delivery to a healthy subscriber of the same topic.
     const N: u32 = 10_000;
+    const BATCH: u32 = 500;
     let broker = Broker::start();
     let sock =
         socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("socket");
@@ -177,21 +178,22 @@ fn stalled_subscriber_does_not_block_others() {
     let mut publisher = TestClient::connect(&broker, "lim-flood-pub", true);
     let body = vec![b'.'; 1000];
     let start = Instant::now();
-    let feeder = std::thread::spawn(move || {
-        for i in 0..N {
+    // Batches of 500 stay below the healthy subscriber's own queue bound (1000), so any
+    // loss or stall here comes from the stalled client, not from the healthy one's limits.
+    for batch in 0..N / BATCH {
+        for i in batch * BATCH..(batch + 1) * BATCH {
             let mut p = format!("{i:06}").into_bytes();
             p.extend_from_slice(&body);
             publisher.publish("lim/flood", QoS::AtLeastOnce, false, p);
         }
-        publisher.wait_publish_flows(N as usize, QoS::AtLeastOnce);
-    });
-    for i in 0..N {
-        let p = good
-            .recv_within(Duration::from_secs(10))
-            .unwrap_or_else(|| panic!("healthy subscriber stuck after {i} messages"));
-        assert_eq!(&p.payload[..6], format!("{i:06}").as_bytes(), "order");
+        publisher.wait_publish_flows(BATCH as usize, QoS::AtLeastOnce);
+        for i in batch * BATCH..(batch + 1) * BATCH {
+            let p = good
+                .recv_within(Duration::from_secs(10))
+                .unwrap_or_else(|| panic!("healthy subscriber stuck at message {i}"));
+            assert_eq!(&p.payload[..6], format!("{i:06}").as_bytes(), "order/loss");
+        }
     }
-    feeder.join().expect("publisher thread");
     assert!(
         start.elapsed() < Duration::from_secs(60),
         "took {:?}",

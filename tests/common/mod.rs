@@ -216,9 +216,7 @@ impl Raw {
     /// connection (EOF or reset) before a complete packet arrived.
     pub fn read_packet(&mut self) -> Option<Vec<u8>> {
         let mut first = [0u8; 1];
-        if self.read_exact_or_eof(&mut first).is_none() {
-            return None;
-        }
+        self.read_exact_or_eof(&mut first)?;
         let mut packet = vec![first[0]];
         let mut len: usize = 0;
         let mut shift = 0;
@@ -688,15 +686,25 @@ impl Drop for MqttClient {
 /// Upper bound for any single network wait in a test.
 pub const WAIT: Duration = Duration::from_secs(5);
 
-/// A rumqttc (v3.1.1) client driven by its own thread. Its events arrive over a channel so
-/// every wait is a bounded `recv_timeout`. PUBLISH packets that arrive while the test waits
-/// for something else are kept and handed out by [`TestClient::recv`] in arrival order.
+/// A rumqttc (v3.1.1) client whose event loop runs on its own thread (own tokio runtime).
+/// Its events arrive over a channel so every wait is a bounded `recv_timeout`. PUBLISH
+/// packets that arrive while the test waits for something else are kept and handed out by
+/// [`TestClient::recv`] in arrival order. The loop stops at the first connection error (no
+/// silent reconnects) or when [`TestClient::drop_abruptly`] raises the stop flag, which
+/// drops the socket without DISCONNECT.
 pub struct TestClient {
-    pub client: rumqttc::Client,
+    pub client: rumqttc::AsyncClient,
     pub id: String,
     pub session_present: bool,
     events: std::sync::mpsc::Receiver<Result<rumqttc::Event, String>>,
     stash: std::collections::VecDeque<rumqttc::Publish>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Drop for TestClient {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+    }
 }
 
 impl TestClient {
@@ -717,21 +725,34 @@ impl TestClient {
     /// Connect with explicit options; `Err` with the error text if the connection fails.
     pub fn try_connect_opts(o: rumqttc::MqttOptions) -> Result<TestClient, String> {
         let id = o.client_id();
-        let (client, mut connection) = rumqttc::Client::new(o, 1000);
+        let (client, mut eventloop) = rumqttc::AsyncClient::new(o, 1000);
         let (tx, events) = std::sync::mpsc::channel();
-        std::thread::spawn(move || loop {
-            match connection.recv() {
-                Ok(Ok(ev)) => {
-                    if tx.send(Ok(ev)).is_err() {
-                        return;
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stop_flag = stop.clone();
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("client runtime");
+            rt.block_on(async move {
+                let stopped = async {
+                    while !stop_flag.load(Ordering::SeqCst) {
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                    }
+                };
+                tokio::pin!(stopped);
+                loop {
+                    tokio::select! {
+                        ev = eventloop.poll() => {
+                            let end = ev.is_err();
+                            if tx.send(ev.map_err(|e| e.to_string())).is_err() || end {
+                                return;
+                            }
+                        }
+                        _ = &mut stopped => return,
                     }
                 }
-                Ok(Err(e)) => {
-                    let _ = tx.send(Err(e.to_string()));
-                    return;
-                }
-                Err(_) => return,
-            }
+            });
         });
         let mut c = TestClient {
             client,
@@ -739,6 +760,7 @@ impl TestClient {
             session_present: false,
             events,
             stash: Default::default(),
+            stop,
         };
         let deadline = Instant::now() + WAIT;
         loop {
@@ -803,7 +825,8 @@ impl TestClient {
         filter: &str,
         qos: rumqttc::QoS,
     ) -> Vec<rumqttc::SubscribeReasonCode> {
-        self.client.subscribe(filter, qos).expect("queue SUBSCRIBE");
+        futures_lite::future::block_on(self.client.subscribe(filter, qos))
+            .expect("queue SUBSCRIBE");
         match self.wait_incoming("SUBACK", |p| matches!(p, rumqttc::Packet::SubAck(_))) {
             rumqttc::Packet::SubAck(ack) => {
                 assert_eq!(
@@ -826,8 +849,7 @@ impl TestClient {
         retain: bool,
         payload: impl Into<Vec<u8>>,
     ) {
-        self.client
-            .publish(topic, qos, retain, payload)
+        futures_lite::future::block_on(self.client.publish(topic, qos, retain, payload))
             .expect("queue PUBLISH");
     }
 
@@ -917,7 +939,7 @@ impl TestClient {
 
     /// Send DISCONNECT and wait (bounded) until the connection is gone.
     pub fn disconnect(mut self) {
-        self.client.disconnect().expect("queue DISCONNECT");
+        futures_lite::future::block_on(self.client.disconnect()).expect("queue DISCONNECT");
         let deadline = Instant::now() + WAIT;
         loop {
             match self.next_event(deadline) {
@@ -930,18 +952,15 @@ impl TestClient {
 
     /// Close the TCP connection without DISCONNECT and wait (bounded) until it is gone.
     pub fn drop_abruptly(self) {
-        let TestClient {
-            client, events, id, ..
-        } = self;
-        drop(client);
+        self.stop.store(true, Ordering::SeqCst);
         let deadline = Instant::now() + WAIT;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
-            match events.recv_timeout(left) {
+            match self.events.recv_timeout(left) {
                 Ok(Ok(_)) => {}
                 Ok(Err(_)) | Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => return,
                 Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
-                    panic!("client {id}: event loop did not stop in time")
+                    panic!("client {}: event loop did not stop in time", self.id)
                 }
             }
         }
