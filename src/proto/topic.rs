@@ -353,6 +353,30 @@ mod tests {
         assert!(matches("#", "a/$b"));
     }
 
+    proptest::proptest! {
+        /// No input panics, and the functions agree with each other.
+        #[test]
+        fn total_and_consistent(s in "[a$/+#\\x00é]{0,12}", t in "[a$/]{0,8}") {
+            let name_ok = validate_topic_name(&s).is_ok();
+            let filter_ok = validate_topic_filter(&s).is_ok();
+            let _ = matches(&s, &t);
+            let _ = parse_shared(&s);
+            // Every valid name is a valid filter and matches itself.
+            if name_ok {
+                proptest::prop_assert!(filter_ok);
+                proptest::prop_assert!(matches(&s, &s));
+            }
+            // A valid wildcard-free filter matches exactly the equal topic.
+            if filter_ok && !s.contains(['+', '#']) && validate_topic_name(&t).is_ok() {
+                proptest::prop_assert_eq!(matches(&s, &t), s == t);
+            }
+            if filter_ok && s.starts_with(SHARE_PREFIX) {
+                let (_, inner) = parse_shared(&s).expect("validated shared filter parses");
+                proptest::prop_assert!(validate_topic_filter(inner).is_ok());
+            }
+        }
+    }
+
     #[test]
     fn literal_levels_compare_exactly() {
         assert!(matches("a/b", "a/b"));
