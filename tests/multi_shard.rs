@@ -331,3 +331,81 @@ fn per_publisher_order_across_shards_2_shards() {
 fn per_publisher_order_across_shards_3_shards() {
     per_publisher_order_across_shards(3);
 }
+
+fn persistent_session_across_shards(shards: usize) {
+    // MQTT-3.1.2-4 / MQTT-3.1.2-5 / MQTT-3.2.2-2: a persistent session keeps its
+    // subscriptions and QoS 1 messages while offline, whichever shards the publishers and
+    // the reconnecting connection land on; several reconnects move the connection around.
+    let broker = broker(shards);
+    let mut sub = TestClient::connect(&broker, "ms-persist", false);
+    sub.subscribe("persist/+", QoS::AtLeastOnce);
+    sub.disconnect();
+    let mut next = 0u32;
+    for round in 0..4 {
+        for i in 0..3 {
+            let mut publisher = TestClient::connect(&broker, &format!("ms-ppub-{round}-{i}"), true);
+            publisher.publish_confirmed("persist/x", QoS::AtLeastOnce, false, next.to_string());
+            next += 1;
+        }
+        let mut sub = TestClient::connect(&broker, "ms-persist", false);
+        assert!(sub.session_present, "round {round}: session must be found");
+        for k in next - 3..next {
+            let p = sub.recv();
+            assert_eq!(payload_str(&p), k.to_string(), "round {round}");
+        }
+        sub.expect_no_publish(Duration::from_millis(200));
+        sub.disconnect();
+    }
+}
+
+#[test]
+fn persistent_session_across_shards_2_shards() {
+    persistent_session_across_shards(2);
+}
+
+#[test]
+fn persistent_session_across_shards_3_shards() {
+    persistent_session_across_shards(3);
+}
+
+fn will_reaches_every_shard(shards: usize) {
+    // MQTT-3.1.2-8: the will of a client that vanishes is published to all matching
+    // subscribers, on every shard.
+    let broker = broker(shards);
+    let mut subs: Vec<_> = (0..6)
+        .map(|i| {
+            let mut c = TestClient::connect(&broker, &format!("ms-will-sub-{i}"), true);
+            c.subscribe(
+                if i % 2 == 0 { "lw/#" } else { "lw/gone" },
+                QoS::AtLeastOnce,
+            );
+            c
+        })
+        .collect();
+    for i in 0..3 {
+        let mut raw = Raw::connect(broker.addr);
+        raw.send(&connect_v311_will(
+            &format!("ms-will-{i}"),
+            true,
+            0,
+            "lw/gone",
+            format!("w{i}").as_bytes(),
+            1,
+            false,
+        ));
+        assert_eq!(expect_packet(&mut raw), vec![0x20, 0x02, 0x00, 0x00]);
+        drop(raw);
+    }
+    let want: BTreeSet<String> = (0..3).map(|i| format!("w{i}")).collect();
+    expect_exactly(&mut subs, &want);
+}
+
+#[test]
+fn will_reaches_every_shard_2_shards() {
+    will_reaches_every_shard(2);
+}
+
+#[test]
+fn will_reaches_every_shard_3_shards() {
+    will_reaches_every_shard(3);
+}
