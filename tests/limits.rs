@@ -46,7 +46,7 @@ fn oversized_publish_closes_only_that_connection() {
 }
 
 #[test]
-fn packet_just_under_the_limit_is_accepted() {
+fn packet_of_exactly_the_limit_is_accepted() {
     // Boundary of --max-packet-size: a whole packet of exactly 1024 bytes is allowed.
     let broker = Broker::start_with(&["--max-packet-size", "1024"]);
     let (mut raw, _) = raw_session(broker.addr, "lim-edge", true);
