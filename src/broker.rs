@@ -137,7 +137,9 @@ fn placement(cfg: &Config) -> Result<(PoolPlacement, String), StartError> {
         .map(|c| online.clone().filter(|l| l.cpu == *c))
         .collect::<Vec<_>>();
     if sets.iter().any(|s| s.is_empty()) {
-        return Err(StartError::Limit(format!("cpus {cpus:?}: not all are online")));
+        return Err(StartError::Limit(format!(
+            "cpus {cpus:?}: not all are online"
+        )));
     }
     let map = cpus
         .iter()
@@ -162,7 +164,11 @@ pub fn run(cfg: Config, on_ready: impl FnOnce(SocketAddr)) -> Result<(), StartEr
         addr: cfg.listen,
         source,
     })?;
-    let addr = probe.local_addr().ok().and_then(|a| a.as_socket()).unwrap_or(cfg.listen);
+    let addr = probe
+        .local_addr()
+        .ok()
+        .and_then(|a| a.as_socket())
+        .unwrap_or(cfg.listen);
     let mut cfg = cfg;
     cfg.listen = addr;
     let cfg = Arc::new(cfg);

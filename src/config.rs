@@ -12,7 +12,11 @@ use serde::Deserialize;
 /// Command-line flags. Each flag also exists as a TOML key (snake_case) in `--config FILE`;
 /// a flag given on the command line overrides the file, which overrides the default.
 #[derive(Debug, Parser, Default)]
-#[command(name = "ringmq", version, about = "ringmq: a thread-per-core io_uring MQTT broker")]
+#[command(
+    name = "ringmq",
+    version,
+    about = "ringmq: a thread-per-core io_uring MQTT broker"
+)]
 pub struct Cli {
     /// TOML configuration file.
     #[arg(long, value_name = "FILE")]
@@ -209,7 +213,9 @@ impl Config {
             return bad("listen_backlog", "must be positive");
         }
         if let Some(list) = &self.cpus {
-            let cpus = self.cpu_list().map_err(|why| ConfigError::Invalid { key: "cpus", why })?;
+            let cpus = self
+                .cpu_list()
+                .map_err(|why| ConfigError::Invalid { key: "cpus", why })?;
             if cpus.len() < self.shards {
                 return bad("cpus", "needs at least one CPU per shard");
             }
@@ -240,7 +246,13 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let file = dir.join("c.toml");
         std::fs::write(&file, "max_inflight = 7\nshards = 3\n").unwrap();
-        let cli = Cli::parse_from(["ringmq", "--config", file.to_str().unwrap(), "--shards", "2"]);
+        let cli = Cli::parse_from([
+            "ringmq",
+            "--config",
+            file.to_str().unwrap(),
+            "--shards",
+            "2",
+        ]);
         let cfg = Config::load(&cli).unwrap();
         assert_eq!(cfg.shards, 2);
         assert_eq!(cfg.max_inflight, 7);

@@ -52,8 +52,13 @@ pub enum Ctrl {
         req: u64,
     },
     /// `from` lost its last local subscriber for `filter`.
-    RouteDel { filter: Utf8Bytes, from: usize },
-    Ack { req: u64 },
+    RouteDel {
+        filter: Utf8Bytes,
+        from: usize,
+    },
+    Ack {
+        req: u64,
+    },
     /// A connection whose CONNECT landed on the wrong shard, for its home shard.
     Handoff(Box<Handoff>),
     /// Store/replace/delete a retained message owned by the receiving shard.
@@ -282,7 +287,13 @@ impl Shard {
                 s.by_id.remove(id.as_str());
             }
         }
-        let filters: Vec<Utf8Bytes> = cell.state.borrow_mut().subs.drain().map(|(f, _)| f).collect();
+        let filters: Vec<Utf8Bytes> = cell
+            .state
+            .borrow_mut()
+            .subs
+            .drain()
+            .map(|(f, _)| f)
+            .collect();
         for f in filters {
             self.unsubscribe_local(&f, cell.key);
         }
@@ -296,7 +307,12 @@ impl Shard {
 
     /// Register a local subscription; returns true when the route table gained this shard
     /// for the filter (peers must be told before SUBACK).
-    pub fn subscribe_local(&self, filter: &Utf8Bytes, key: SessionKey, opts: crate::proto::SubOptions) -> bool {
+    pub fn subscribe_local(
+        &self,
+        filter: &Utf8Bytes,
+        key: SessionKey,
+        opts: crate::proto::SubOptions,
+    ) -> bool {
         let first = self.subs.borrow_mut().add(filter, key, opts);
         if first {
             self.routes.borrow_mut().add(filter, self.id);
@@ -343,7 +359,10 @@ impl Shard {
         let done = crate::rt::with_timeout(PEER_TIMEOUT, cd.wait()).await;
         self.pending.borrow_mut().remove(&req);
         if done.is_none() {
-            tracing::warn!(shard = self.id, "route announcement not acknowledged by every shard");
+            tracing::warn!(
+                shard = self.id,
+                "route announcement not acknowledged by every shard"
+            );
         }
     }
 
@@ -397,7 +416,10 @@ impl Shard {
                 let Some(cell) = sessions.cells.get(&h.session) else {
                     continue;
                 };
-                if h.opts.no_local && !msg.origin.is_empty() && cell.state.borrow().client_id == msg.origin {
+                if h.opts.no_local
+                    && !msg.origin.is_empty()
+                    && cell.state.borrow().client_id == msg.origin
+                {
                     continue;
                 }
                 self.deliver(
@@ -555,7 +577,8 @@ impl Shard {
                     w.done += 1;
                     let t = w.done;
                     let slot = std::mem::take(&mut w.slots[(t as usize) % WHEEL_SLOTS]);
-                    let (due, later): (Vec<_>, Vec<_>) = slot.into_iter().partition(|(_, at)| *at <= t);
+                    let (due, later): (Vec<_>, Vec<_>) =
+                        slot.into_iter().partition(|(_, at)| *at <= t);
                     w.slots[(t as usize) % WHEEL_SLOTS] = later;
                     due
                 };

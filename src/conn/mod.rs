@@ -17,8 +17,7 @@ use glommio::net::{TcpListener, TcpStream};
 use crate::metrics::Metrics;
 use crate::proto::{
     encode, encode_publish, ConnAck, Connect, Decoder, LastWill, Packet, ProtoError,
-    ProtocolVersion, PubResp, QoS, SubAck, SubOptions, Subscribe, UnsubAck, Unsubscribe,
-    Utf8Bytes,
+    ProtocolVersion, PubResp, QoS, SubAck, SubOptions, Subscribe, UnsubAck, Unsubscribe, Utf8Bytes,
 };
 use crate::rt::net::{attach_stream, detach_stream, Io};
 use crate::rt::sync::Notify;
@@ -111,7 +110,10 @@ pub async fn accept_loop(shard: Rc<Shard>, listener: TcpListener) {
         if n >= shard.cfg.max_connections {
             shard.global.connections.fetch_sub(1, Ordering::Relaxed);
             Metrics::inc(&shard.metrics.connections_refused_limit);
-            tracing::warn!(limit = shard.cfg.max_connections, "max_connections reached; refusing a connection");
+            tracing::warn!(
+                limit = shard.cfg.max_connections,
+                "max_connections reached; refusing a connection"
+            );
             drop(stream);
             continue;
         }
@@ -204,9 +206,10 @@ async fn handshake(shard: Rc<Shard>, stream: TcpStream) -> bool {
     match detach_stream(stream) {
         Ok(fd) => {
             Metrics::inc(&shard.metrics.handoffs);
-            shard
-                .ctrl
-                .push(home, Ctrl::Handoff(Box::new(Handoff::new(fd, rest, connect))));
+            shard.ctrl.push(
+                home,
+                Ctrl::Handoff(Box::new(Handoff::new(fd, rest, connect))),
+            );
             true
         }
         Err(e) => {
@@ -339,7 +342,12 @@ async fn serve(shard: Rc<Shard>, io: Rc<Io>, connect: Box<Connect>, rest: BytesM
 }
 
 /// Returns true when the client ended the connection with DISCONNECT.
-async fn read_loop(shard: &Rc<Shard>, conn: &Rc<Conn>, dec: &mut Decoder, mut buf: BytesMut) -> bool {
+async fn read_loop(
+    shard: &Rc<Shard>,
+    conn: &Rc<Conn>,
+    dec: &mut Decoder,
+    mut buf: BytesMut,
+) -> bool {
     loop {
         loop {
             match dec.decode(&mut buf) {
@@ -468,7 +476,11 @@ fn handle(shard: &Rc<Shard>, conn: &Rc<Conn>, p: Packet) -> Flow {
         other => {
             // CONNACK, SUBACK, UNSUBACK, PINGRESP, AUTH (3.1.x) from a client: protocol error.
             Metrics::inc(&shard.metrics.protocol_errors);
-            tracing::info!(conn = conn.id, "closing connection: unexpected packet type {} from a client", other.type_id());
+            tracing::info!(
+                conn = conn.id,
+                "closing connection: unexpected packet type {} from a client",
+                other.type_id()
+            );
             return Flow::Close;
         }
     }
@@ -496,7 +508,9 @@ async fn subscribe(shard: &Rc<Shard>, conn: &Rc<Conn>, s: Subscribe) {
         }
         {
             let mut st = conn.session.state.borrow_mut();
-            if !st.subs.contains_key(filter.as_str()) && st.subs.len() >= shard.cfg.max_subscriptions {
+            if !st.subs.contains_key(filter.as_str())
+                && st.subs.len() >= shard.cfg.max_subscriptions
+            {
                 Metrics::inc(&shard.metrics.subscriptions_refused);
                 codes.push(0x80);
                 continue;
@@ -539,7 +553,13 @@ fn unsubscribe(shard: &Rc<Shard>, conn: &Rc<Conn>, u: Unsubscribe) {
     let key = conn.session.key;
     let mut codes = Vec::new();
     for filter in &u.filters {
-        let existed = conn.session.state.borrow_mut().subs.remove(filter.as_str()).is_some();
+        let existed = conn
+            .session
+            .state
+            .borrow_mut()
+            .subs
+            .remove(filter.as_str())
+            .is_some();
         if existed {
             shard.unsubscribe_local(filter, key);
         }
@@ -573,7 +593,11 @@ fn write_outgoing(shard: &Shard, out: &mut BytesMut, version: ProtocolVersion, o
                 delivery.retain,
                 dup,
                 pkid,
-                if version.is_v5() { m.props.as_ref() } else { None },
+                if version.is_v5() {
+                    m.props.as_ref()
+                } else {
+                    None
+                },
             );
             if let Err(e) = res {
                 tracing::warn!(topic = %m.topic, "cannot encode publish: {e}");

@@ -63,7 +63,9 @@ impl LocalSubs {
             }))
         });
         if out.len() > 1 {
-            out.sort_unstable_by(|a, b| a.session.cmp(&b.session).then(b.opts.qos.cmp(&a.opts.qos)));
+            out.sort_unstable_by(|a, b| {
+                a.session.cmp(&b.session).then(b.opts.qos.cmp(&a.opts.qos))
+            });
             out.dedup_by(|later, first| later.session == first.session);
         }
     }

@@ -11,7 +11,10 @@ pub use glommio::timer::sleep;
 pub use glommio::{spawn_local, yield_if_needed, Task};
 
 /// Run `fut` for at most `d`; `None` if time ran out (the future is dropped).
-pub async fn with_timeout<T>(d: std::time::Duration, fut: impl std::future::Future<Output = T>) -> Option<T> {
+pub async fn with_timeout<T>(
+    d: std::time::Duration,
+    fut: impl std::future::Future<Output = T>,
+) -> Option<T> {
     futures_lite::future::or(async { Some(fut.await) }, async {
         sleep(d).await;
         None

@@ -215,7 +215,8 @@ impl Session {
     /// PUBACK from the client. Returns false for an unknown id (ignored).
     pub fn on_puback(&mut self, pkid: PacketId) -> bool {
         match self.find(pkid) {
-            Some(i) if matches!(&self.inflight[i].1, Inflight::Sent(d) if d.qos == QoS::AtLeastOnce) => {
+            Some(i) if matches!(&self.inflight[i].1, Inflight::Sent(d) if d.qos == QoS::AtLeastOnce) =>
+            {
                 self.inflight.remove(i);
                 true
             }
