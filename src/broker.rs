@@ -13,7 +13,7 @@ use glommio::{CpuSet, LocalExecutorPoolBuilder, PoolPlacement};
 
 use crate::config::Config;
 use crate::rt::mesh::{join, new_mesh, Outbox};
-use crate::rt::net::{adopt_listener, listener_socket};
+use crate::rt::net::{adopt_listener, bound_socket, listener_socket};
 use crate::shard::{watch_shutdown, Global, Shard};
 
 /// Capacity of each SPSC ring (in batches).
@@ -160,7 +160,7 @@ pub fn run(cfg: Config, on_ready: impl FnOnce(SocketAddr)) -> Result<(), StartEr
 
     // Resolve port 0 once so every shard binds the same port: bind (no listen) a
     // reuseport socket to learn the port, keep it until the shards are listening.
-    let probe = reserve_port(cfg.listen).map_err(|source| StartError::Listen {
+    let probe = bound_socket(cfg.listen).map_err(|source| StartError::Listen {
         addr: cfg.listen,
         source,
     })?;
@@ -232,20 +232,6 @@ pub fn run(cfg: Config, on_ready: impl FnOnce(SocketAddr)) -> Result<(), StartEr
     }
     tracing::info!("ringmq stopped");
     Ok(())
-}
-
-fn reserve_port(addr: SocketAddr) -> std::io::Result<socket2::Socket> {
-    use socket2::{Domain, Protocol, Socket, Type};
-    let domain = if addr.is_ipv6() {
-        Domain::IPV6
-    } else {
-        Domain::IPV4
-    };
-    let sk = Socket::new(domain, Type::STREAM, Some(Protocol::TCP))?;
-    sk.set_reuse_port(true)?;
-    sk.set_reuse_address(true)?;
-    sk.bind(&addr.into())?;
-    Ok(sk)
 }
 
 type Meshes<T> = crate::rt::mesh::Mesh<Vec<T>>;

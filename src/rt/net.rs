@@ -18,9 +18,9 @@ use futures_lite::{AsyncRead, AsyncWrite};
 use glommio::net::{TcpListener, TcpStream};
 use socket2::{Domain, Protocol, Socket, Type};
 
-/// Build a listening socket with `SO_REUSEPORT` and our own backlog (glommio's `bind`
-/// hard-codes 1024 and panics on unresolvable addresses).
-pub fn listener_socket(addr: SocketAddr, backlog: i32) -> io::Result<Socket> {
+/// A TCP socket bound to `addr` with `SO_REUSEPORT`, not yet listening. Binding one of these
+/// to port 0 reserves a port that every shard can then bind too.
+pub fn bound_socket(addr: SocketAddr) -> io::Result<Socket> {
     let domain = if addr.is_ipv6() {
         Domain::IPV6
     } else {
@@ -30,6 +30,13 @@ pub fn listener_socket(addr: SocketAddr, backlog: i32) -> io::Result<Socket> {
     sk.set_reuse_port(true)?;
     sk.set_reuse_address(true)?;
     sk.bind(&addr.into())?;
+    Ok(sk)
+}
+
+/// Build a listening socket with `SO_REUSEPORT` and our own backlog (glommio's `bind`
+/// hard-codes 1024 and panics on unresolvable addresses).
+pub fn listener_socket(addr: SocketAddr, backlog: i32) -> io::Result<Socket> {
+    let sk = bound_socket(addr)?;
     sk.listen(backlog)?;
     Ok(sk)
 }
