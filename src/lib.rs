@@ -12,12 +12,14 @@
 //! | [`metrics`] | per-shard counters (every enforced limit is counted) | one shard |
 //! | [`config`] | defaults, TOML file, CLI flags | read-only copy per shard |
 //! | [`broker`] | start-up checks, data-dir lock, pool, signals, shutdown | main thread |
+//! | [`bench`] | `ringmq-bench` load generator: MQTT clients, delivery checker, report | its own generator threads (not the broker) |
 //!
 //! Data flow of a publish: `conn` decodes it → `shard::publish` matches the replicated
 //! route table once → one forward per destination shard over the data mesh (local
 //! delivery inline) → each destination matches its local subscriber trie → `session`
 //! queues → the subscriber's `conn` writer encodes and writes.
 
+pub mod bench;
 pub mod broker;
 pub mod config;
 pub mod conn;

@@ -1,0 +1,368 @@
+//! Command line of `ringmq-bench` and the plan derived from it: who subscribes to what, who
+//! publishes where, and which publishers each subscriber must hear from. Pure.
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use clap::{Parser, ValueEnum};
+
+use super::header::HEADER_LEN;
+use crate::proto::ProtocolVersion;
+
+/// Scenario names follow EMQ's open MQTT benchmark, so results compare with published ones.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Scenario {
+    /// N clients connect at `--connect-rate` and stay idle for `--duration`.
+    Conn,
+    /// N subscribers on `devices/<i>/cmd`, N publishers each sending to one of them.
+    P2p,
+    /// P publishers on `sensors/<i>/data` → S subscribers on `sensors/+/data`.
+    Fanin,
+    /// 1 publisher → S subscribers on one topic.
+    Fanout,
+    /// P publishers → one `$share/bench/sensors/+/data` group of S members.
+    Shared,
+    /// Large payloads (default 1 MiB) from one publisher to K subscribers.
+    Large,
+}
+
+impl Scenario {
+    pub fn name(self) -> &'static str {
+        match self {
+            Scenario::Conn => "conn",
+            Scenario::P2p => "p2p",
+            Scenario::Fanin => "fanin",
+            Scenario::Fanout => "fanout",
+            Scenario::Shared => "shared",
+            Scenario::Large => "large",
+        }
+    }
+}
+
+/// End-to-end MQTT load generator for ringmq (and any other broker on loopback).
+///
+/// Every run is bounded by `--duration` and `--messages`, then waits `--drain` seconds for
+/// messages in flight, checks delivery (loss, duplicates, per-publisher order) and prints a
+/// report ending in one JSON line. Exit code 1 when messages were lost at QoS ≥ 1, reordered,
+/// or duplicated beyond the QoS rules; 2 when the run could not be set up.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "ringmq-bench", version)]
+pub struct Args {
+    #[arg(value_enum)]
+    pub scenario: Scenario,
+    #[arg(long, default_value = "127.0.0.1")]
+    pub host: IpAddr,
+    #[arg(long, default_value_t = 1883)]
+    pub port: u16,
+    /// Clients for `conn` [default: 1000].
+    #[arg(long)]
+    pub conns: Option<usize>,
+    /// Publishers (`p2p`: pairs) [default: p2p 100, fanin 100, shared 10, fanout/large 1].
+    #[arg(long)]
+    pub pubs: Option<usize>,
+    /// Subscribers [default: fanin 1, fanout 100, shared 10, large 10; p2p = --pubs].
+    #[arg(long)]
+    pub subs: Option<usize>,
+    /// QoS of publishes and subscriptions.
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u8).range(0..=2))]
+    pub qos: u8,
+    /// Payload bytes, at least 20 (the header) [default: 32; large: 1048576].
+    #[arg(long)]
+    pub payload: Option<usize>,
+    /// Messages per second per publisher; 0 = as fast as the window allows.
+    #[arg(long, default_value_t = 0)]
+    pub rate: u64,
+    /// Unacknowledged QoS 1/2 publishes per publisher (capped by a 5.0 Receive Maximum).
+    #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u16).range(1..))]
+    pub inflight: u16,
+    /// Seconds to publish (`conn`: to stay idle).
+    #[arg(long, default_value_t = 10.0)]
+    pub duration: f64,
+    /// Total messages over all publishers (split evenly); the run also stops at --duration.
+    #[arg(long)]
+    pub messages: Option<u64>,
+    /// Seconds to wait after publishing stops for messages in flight.
+    #[arg(long, default_value_t = 2.0)]
+    pub drain: f64,
+    /// Broker process id: its RSS is read from /proc/PID/status.
+    #[arg(long)]
+    pub broker_pid: Option<u32>,
+    /// MQTT protocol level: 4 (3.1.1) or 5.
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u8).range(4..=5))]
+    pub version: u8,
+    /// Print only the JSON summary line.
+    #[arg(long)]
+    pub json: bool,
+    /// Generator threads (one glommio executor each).
+    #[arg(long, default_value_t = 1)]
+    pub threads: usize,
+    /// New connections per second over all threads; 0 = as fast as `--connect-concurrency`
+    /// handshakes in flight allow.
+    #[arg(long, default_value_t = 0)]
+    pub connect_rate: u64,
+    /// Handshakes in flight per thread.
+    #[arg(long, default_value_t = 256)]
+    pub connect_concurrency: usize,
+    /// Connections per source address: past that, the next one uses 127.0.0.(x+1), so one
+    /// address's ephemeral port range is never the limit.
+    #[arg(long, default_value_t = 25_000)]
+    pub conns_per_addr: usize,
+    /// First source address for IPv4 destinations (bound before connect).
+    #[arg(long, default_value = "127.0.0.1")]
+    pub source_base: std::net::Ipv4Addr,
+    /// Keep-alive seconds sent in CONNECT (0 = off; the generator sends no PINGREQ).
+    #[arg(long, default_value_t = 0)]
+    pub keepalive: u16,
+    /// Client identifier prefix [default: rb<pid>], so concurrent generators never take
+    /// over each other's sessions.
+    #[arg(long)]
+    pub client_prefix: Option<String>,
+    /// Prefix for every topic (e.g. `run7/`), to keep concurrent runs apart.
+    #[arg(long, default_value = "")]
+    pub topic_prefix: String,
+}
+
+/// Which publishers a subscriber must hear from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Audience {
+    /// Subscriber `i` hears publisher `i` only (`p2p`).
+    Own,
+    /// Every subscriber hears every publisher.
+    All,
+    /// The subscribers form one shared group: each message reaches exactly one of them.
+    Group,
+}
+
+/// The resolved run: every default applied, every topic spelled out.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    pub scenario: Scenario,
+    pub broker: SocketAddr,
+    pub version: ProtocolVersion,
+    pub qos: u8,
+    pub payload: usize,
+    /// Clients of the `conn` scenario (0 otherwise).
+    pub idle_conns: usize,
+    /// Topic filter of each subscriber.
+    pub sub_filters: Vec<String>,
+    /// Topic and message quota (`u64::MAX` = until the deadline) of each publisher.
+    pub pubs: Vec<(String, u64)>,
+    pub audience: Audience,
+    pub rate: u64,
+    pub inflight: u16,
+    pub duration: Duration,
+    pub drain: Duration,
+    pub threads: usize,
+    pub connect_rate: u64,
+    pub connect_concurrency: usize,
+    pub conns_per_addr: usize,
+    pub source_base: std::net::Ipv4Addr,
+    pub keepalive: u16,
+    pub client_prefix: String,
+    pub broker_pid: Option<u32>,
+    /// Largest packet the generator's decoder accepts.
+    pub max_packet: usize,
+}
+
+impl Plan {
+    /// Applies the per-scenario defaults; `Err` explains an impossible combination.
+    pub fn from_args(a: &Args) -> Result<Plan, String> {
+        let t = |s: &str| format!("{}{s}", a.topic_prefix);
+        let payload = a.payload.unwrap_or(match a.scenario {
+            Scenario::Large => 1 << 20,
+            _ => 32,
+        });
+        if payload < HEADER_LEN && a.scenario != Scenario::Conn {
+            return Err(format!(
+                "--payload must be at least {HEADER_LEN} (the header)"
+            ));
+        }
+        if a.threads == 0 || a.connect_concurrency == 0 || a.conns_per_addr == 0 {
+            return Err("--threads, --connect-concurrency and --conns-per-addr must be > 0".into());
+        }
+        let (pubs_n, subs_n) = match a.scenario {
+            Scenario::Conn => (0, 0),
+            Scenario::P2p => {
+                let n = a.pubs.or(a.subs).unwrap_or(100);
+                if a.subs.is_some_and(|s| s != n) || a.pubs.is_some_and(|p| p != n) {
+                    return Err("p2p pairs publishers with subscribers: --pubs = --subs".into());
+                }
+                (n, n)
+            }
+            Scenario::Fanin => (a.pubs.unwrap_or(100), a.subs.unwrap_or(1)),
+            Scenario::Fanout => (a.pubs.unwrap_or(1), a.subs.unwrap_or(100)),
+            Scenario::Shared => (a.pubs.unwrap_or(10), a.subs.unwrap_or(10)),
+            Scenario::Large => (a.pubs.unwrap_or(1), a.subs.unwrap_or(10)),
+        };
+        if a.scenario != Scenario::Conn && (pubs_n == 0 || subs_n == 0) {
+            return Err("--pubs and --subs must be > 0".into());
+        }
+        let (sub_filters, pub_topics, audience): (Vec<String>, Vec<String>, Audience) =
+            match a.scenario {
+                Scenario::Conn => (vec![], vec![], Audience::All),
+                Scenario::P2p => {
+                    let topics: Vec<String> = (0..pubs_n)
+                        .map(|i| t(&format!("devices/{i}/cmd")))
+                        .collect();
+                    (topics.clone(), topics, Audience::Own)
+                }
+                Scenario::Fanin | Scenario::Shared => {
+                    let filter = if a.scenario == Scenario::Shared {
+                        format!("$share/bench/{}", t("sensors/+/data"))
+                    } else {
+                        t("sensors/+/data")
+                    };
+                    let audience = if a.scenario == Scenario::Shared {
+                        Audience::Group
+                    } else {
+                        Audience::All
+                    };
+                    (
+                        vec![filter; subs_n],
+                        (0..pubs_n)
+                            .map(|i| t(&format!("sensors/{i}/data")))
+                            .collect(),
+                        audience,
+                    )
+                }
+                Scenario::Fanout | Scenario::Large => {
+                    let topic = t(if a.scenario == Scenario::Large {
+                        "large/1"
+                    } else {
+                        "fanout/1"
+                    });
+                    (
+                        vec![topic.clone(); subs_n],
+                        vec![topic; pubs_n],
+                        Audience::All,
+                    )
+                }
+            };
+        let pubs = pub_topics
+            .into_iter()
+            .enumerate()
+            .map(|(i, topic)| (topic, quota(a.messages, pubs_n, i)))
+            .collect();
+        let broker = SocketAddr::new(a.host, a.port);
+        let secs = |s: f64, what: &str| {
+            Duration::try_from_secs_f64(s).map_err(|_| format!("{what}: not a duration: {s}"))
+        };
+        Ok(Plan {
+            scenario: a.scenario,
+            broker,
+            version: if a.version == 5 {
+                ProtocolVersion::V5
+            } else {
+                ProtocolVersion::V311
+            },
+            qos: a.qos,
+            payload,
+            idle_conns: if a.scenario == Scenario::Conn {
+                a.conns.unwrap_or(1000)
+            } else {
+                0
+            },
+            sub_filters,
+            pubs,
+            audience,
+            rate: a.rate,
+            inflight: a.inflight,
+            duration: secs(a.duration, "--duration")?,
+            drain: secs(a.drain, "--drain")?,
+            threads: a.threads,
+            connect_rate: a.connect_rate,
+            connect_concurrency: a.connect_concurrency,
+            conns_per_addr: a.conns_per_addr,
+            source_base: a.source_base,
+            keepalive: a.keepalive,
+            client_prefix: a
+                .client_prefix
+                .clone()
+                .unwrap_or_else(|| format!("rb{}", std::process::id())),
+            broker_pid: a.broker_pid,
+            max_packet: (payload + 64 * 1024).min(crate::proto::codec::MAX_REMAINING_LENGTH),
+        })
+    }
+
+    /// Every client of the run: subscribers first, then publishers, then idle clients.
+    pub fn clients(&self) -> usize {
+        self.sub_filters.len() + self.pubs.len() + self.idle_conns
+    }
+
+    /// The generator thread that runs subscriber `i`. A shared group lives on thread 0 so
+    /// one checker sees every member's deliveries.
+    pub fn sub_thread(&self, i: usize) -> usize {
+        if self.audience == Audience::Group {
+            0
+        } else {
+            i % self.threads
+        }
+    }
+
+    /// Publishers whose messages subscriber `i` must receive (`None` for a group, which is
+    /// judged as a whole against every publisher).
+    pub fn sources_of(&self, i: usize) -> Option<std::ops::Range<u32>> {
+        match self.audience {
+            Audience::Own => Some(i as u32..i as u32 + 1),
+            Audience::All => Some(0..self.pubs.len() as u32),
+            Audience::Group => None,
+        }
+    }
+
+    /// Deliveries a complete run produces when publisher `p` sent `sent[p]` messages.
+    pub fn expected_deliveries(&self, sent: &[u64]) -> u64 {
+        let total: u64 = sent.iter().sum();
+        match self.audience {
+            Audience::Own | Audience::Group => total,
+            Audience::All => total * self.sub_filters.len() as u64,
+        }
+    }
+}
+
+/// Publisher `i`'s share of `messages` over `n` publishers (the first `messages % n` send
+/// one more); `u64::MAX` without a message bound.
+fn quota(messages: Option<u64>, n: usize, i: usize) -> u64 {
+    match messages {
+        None => u64::MAX,
+        Some(m) => m / n as u64 + u64::from((i as u64) < m % n as u64),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn plan(args: &[&str]) -> Plan {
+        let mut v = vec!["ringmq-bench"];
+        v.extend_from_slice(args);
+        Plan::from_args(&Args::try_parse_from(v).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn message_bound_is_split_over_publishers() {
+        let p = plan(&["fanin", "--pubs", "3", "--messages", "10"]);
+        let q: Vec<u64> = p.pubs.iter().map(|(_, q)| *q).collect();
+        assert_eq!(q, [4, 3, 3]);
+        assert_eq!(p.expected_deliveries(&q), 10);
+    }
+
+    #[test]
+    fn scenarios_spell_out_their_topics() {
+        let p = plan(&["p2p", "--pubs", "2"]);
+        assert_eq!(p.sub_filters, ["devices/0/cmd", "devices/1/cmd"]);
+        assert_eq!(p.sources_of(1), Some(1..2));
+        let f = plan(&["fanout", "--subs", "3"]);
+        assert_eq!(f.expected_deliveries(&[5]), 15);
+        let s = plan(&["shared", "--topic-prefix", "r/"]);
+        assert_eq!(s.sub_filters[0], "$share/bench/r/sensors/+/data");
+        assert_eq!(s.pubs[9].0, "r/sensors/9/data");
+        assert_eq!(s.sources_of(0), None);
+    }
+
+    #[test]
+    fn payload_must_hold_the_header() {
+        let a = Args::try_parse_from(["ringmq-bench", "fanout", "--payload", "8"]).unwrap();
+        assert!(Plan::from_args(&a).is_err());
+        assert!(Args::try_parse_from(["ringmq-bench", "fanout", "--version", "3"]).is_err());
+    }
+}
