@@ -196,7 +196,7 @@ async fn handshake(shard: Rc<Shard>, stream: TcpStream) -> bool {
     let home = shard.shard_of(connect.client_id.as_bytes());
     if home == shard.id {
         // A task of its own: the handshake's state is not carried for the connection's life.
-        glommio::spawn_local(serve(shard, io, connect, rest)).detach();
+        glommio::spawn_local(serve(shard, io, Hello::from(connect), rest)).detach();
         return true;
     }
     let stream = match io.into_stream() {
@@ -248,20 +248,46 @@ pub fn adopt(shard: Rc<Shard>, mut h: Handoff) {
             properties: Default::default(),
         }),
     );
-    glommio::spawn_local(serve(shard, Io::new(stream), connect, rest)).detach();
+    glommio::spawn_local(serve(shard, Io::new(stream), Hello::from(connect), rest)).detach();
 }
 
 /// Serve an accepted CONNECT on the client's home shard until the connection ends.
-async fn serve(shard: Rc<Shard>, io: Rc<Io>, connect: Box<Connect>, rest: BytesMut) {
-    let version = connect.protocol;
-    let mut keep_alive = connect.keep_alive;
+/// What a connection keeps from its CONNECT. Built by a plain function so the (large)
+/// decoded CONNECT is freed before the connection's long-lived task starts.
+struct Hello {
+    version: ProtocolVersion,
+    clean_start: bool,
+    keep_alive: u16,
+    client_id: Utf8Bytes,
+    will: Option<Box<LastWill>>,
+}
+
+impl From<Box<Connect>> for Hello {
+    fn from(c: Box<Connect>) -> Hello {
+        let c = *c;
+        Hello {
+            version: c.protocol,
+            clean_start: c.clean_start,
+            keep_alive: c.keep_alive,
+            client_id: c.client_id,
+            will: c.will.map(Box::new),
+        }
+    }
+}
+
+async fn serve(shard: Rc<Shard>, io: Rc<Io>, hello: Hello, rest: BytesMut) {
+    let Hello {
+        version,
+        clean_start,
+        mut keep_alive,
+        client_id,
+        will,
+    } = hello;
     let max_ka = shard.cfg.max_keep_alive;
     if max_ka < u16::MAX && (keep_alive == 0 || keep_alive > max_ka) {
         keep_alive = max_ka;
     }
-    let (cell, present) = shard.open_session(&connect.client_id, connect.clean_start);
-    let client_id = connect.client_id.clone();
-    let will = connect.will.map(Box::new);
+    let (cell, present) = shard.open_session(&client_id, clean_start);
     let conn = Rc::new(Conn {
         id: shard.next_conn_id(),
         io: io.clone(),
