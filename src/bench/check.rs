@@ -254,7 +254,7 @@ mod tests {
         assert_eq!(c.record(0, 4), Arrival::Late);
         assert_eq!(c.record(0, 6), Arrival::Late);
         let v = c.verdict([(0, 11)]);
-        assert_eq!((v.unique, v.lost), (6, 5));
+        assert_eq!((v.unique, v.lost), (5, 6));
     }
 
     #[test]

@@ -46,7 +46,7 @@ impl Scenario {
 /// report ending in one JSON line. Exit code 1 when messages were lost at QoS ≥ 1, reordered,
 /// or duplicated beyond the QoS rules; 2 when the run could not be set up.
 #[derive(Debug, Clone, Parser)]
-#[command(name = "ringmq-bench", version)]
+#[command(name = "ringmq-bench")]
 pub struct Args {
     #[arg(value_enum)]
     pub scenario: Scenario,

@@ -26,7 +26,7 @@ use crate::rt::net::{Io, ReadArena};
 pub const READ_MAX: usize = 256 * 1024;
 
 /// How long a TCP connect or an MQTT handshake may take before it counts as failed.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Why a client connection failed. Every variant is counted as an error in the report.
 #[derive(Debug, thiserror::Error)]

@@ -13,9 +13,10 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures_lite::FutureExt;
 use glommio::sync::Semaphore;
 use glommio::timer::sleep;
-use glommio::{LocalExecutorBuilder, Placement};
+use glommio::{Latency, LocalExecutorBuilder, Placement, Shares, TaskQueueHandle};
 use hdrhistogram::Histogram;
 
 use super::check::Checker;
@@ -141,15 +142,29 @@ pub fn run(plan: Plan) -> Result<Outcome, String> {
             .map_err(|e| format!("cannot start generator thread {t}: {e}"))?;
         handles.push(h);
     }
+    // Joined on a helper thread so a client task that never ends (a socket that will not
+    // close) bounds the run instead of hanging it.
     let join = |sh: &Shared, handles: Vec<glommio::ExecutorJoinHandle<ThreadResult>>| {
         sh.finish.store(true, Relaxed);
-        handles
-            .into_iter()
-            .map(|h| {
-                h.join()
-                    .map_err(|e| format!("generator thread failed: {e}"))
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let r = handles
+                .into_iter()
+                .map(|h| {
+                    h.join()
+                        .map_err(|e| format!("generator thread failed: {e}"))
+                })
+                .collect::<Result<Vec<_>, _>>();
+            let _ = tx.send(r);
+        });
+        rx.recv_timeout(Duration::from_secs(10))
+            .unwrap_or_else(|_| {
+                Err(
+                    "stall: generator threads did not finish within 10 s of closing every \
+                 connection"
+                        .into(),
+                )
             })
-            .collect::<Result<Vec<_>, _>>()
     };
 
     // Connect (and subscribe) everyone.
@@ -165,6 +180,17 @@ pub fn run(plan: Plan) -> Result<Outcome, String> {
             >= clients
     };
     wait_for(setup_limit, || settled(&sh));
+    if !settled(&sh) {
+        eprintln!(
+            "ringmq-bench: stall: set-up unfinished after {:.0} s: {} subscribed, {} publishers \
+             and {} idle clients connected, {} failed",
+            setup_limit.as_secs_f64(),
+            sh.subs_ready.load(Relaxed),
+            sh.pubs_ready.load(Relaxed),
+            sh.idle_connected.load(Relaxed),
+            sh.setup_failed.load(Relaxed)
+        );
+    }
     let connected =
         sh.subs_ready.load(Relaxed) + sh.pubs_ready.load(Relaxed) + sh.idle_connected.load(Relaxed);
     let connect_secs = secs(
@@ -216,6 +242,16 @@ pub fn run(plan: Plan) -> Result<Outcome, String> {
     wait_for(plan.drain + Duration::from_secs(10), || {
         sh.pubs_done.load(Relaxed) == publishers
     });
+    let done = sh.pubs_done.load(Relaxed);
+    if done < publishers {
+        eprintln!(
+            "ringmq-bench: stall: {} of {publishers} publishers still waiting for acks {:.1} s \
+             after the stop; delivered so far {}",
+            publishers - done,
+            plan.drain.as_secs_f64() + 10.0,
+            sh.delivered.load(Relaxed)
+        );
+    }
     out.sent = sh.sent.iter().map(|s| s.load(Relaxed)).collect();
     out.expected = plan.expected_deliveries(&out.sent);
     wait_for(plan.drain, || sh.delivered.load(Relaxed) >= out.expected);
@@ -274,6 +310,10 @@ struct Ctx {
     /// Handshakes in flight.
     handshakes: Semaphore,
     start: Gate,
+    /// Subscribers and publishers' ack readers: ten times the publishers' CPU share, so a
+    /// saturated generator thread starves its senders, never its receivers (which would
+    /// show up as broker latency and loss).
+    readers: TaskQueueHandle,
     finishing: Cell<bool>,
     group: RefCell<Checker>,
 }
@@ -285,22 +325,36 @@ async fn thread_main(plan: Arc<Plan>, sh: Arc<Shared>, thread: usize) -> ThreadR
         conns: RefCell::new(Vec::new()),
         handshakes: Semaphore::new(plan.connect_concurrency as u64),
         start: Gate::new(),
+        readers: glommio::executor().create_task_queue(
+            Shares::Static(1000),
+            Latency::Matters(Duration::from_millis(1)),
+            "readers",
+        ),
         finishing: Cell::new(false),
         group: RefCell::new(Checker::new(plan.qos, false)),
         plan,
         sh,
     });
+    let writers = glommio::executor().create_task_queue(
+        Shares::Static(100),
+        Latency::NotImportant,
+        "publishers",
+    );
+    let spawn = |f, tq| glommio::spawn_local_into(f, tq).expect("task queue exists");
     let watcher = glommio::spawn_local(watch(ctx.clone()));
     let p = &ctx.plan;
     let mut tasks = Vec::new();
     for i in (0..p.sub_filters.len()).filter(|&i| p.sub_thread(i) == thread) {
-        tasks.push(glommio::spawn_local(subscriber(ctx.clone(), i)));
+        tasks.push(spawn(subscriber(ctx.clone(), i).boxed_local(), ctx.readers));
     }
     for j in (0..p.pubs.len()).filter(|j| j % p.threads == thread) {
-        tasks.push(glommio::spawn_local(publisher(ctx.clone(), j)));
+        tasks.push(spawn(publisher(ctx.clone(), j).boxed_local(), writers));
     }
     for c in (0..p.idle_conns).filter(|c| c % p.threads == thread) {
-        tasks.push(glommio::spawn_local(idle_client(ctx.clone(), c)));
+        tasks.push(spawn(
+            idle_client(ctx.clone(), c).boxed_local(),
+            ctx.readers,
+        ));
     }
     watcher.await;
     close_all(&ctx).await;
@@ -338,18 +392,37 @@ async fn watch(ctx: Rc<Ctx>) {
 }
 
 /// DISCONNECT and shut down every connection; counts idle clients the broker had dropped.
+/// The DISCONNECTs get one second in total: a broker that stopped reading must not hold
+/// the generator up (shutting the sockets down ends any write still pending).
 async fn close_all(ctx: &Ctx) {
     let conns = ctx.conns.take();
     if ctx.plan.scenario == Scenario::Conn {
         let dropped = conns.iter().filter(|c| peer_closed(c)).count();
         ctx.stats.borrow_mut().idle_dropped += dropped as u64;
     }
+    let flushes: Vec<_> = conns
+        .iter()
+        .map(|c| {
+            c.queue(&Packet::Disconnect(Disconnect {
+                reason: 0,
+                properties: Properties::default(),
+            }));
+            let c = c.clone();
+            glommio::spawn_local(async move {
+                let _ = c.flush().await;
+            })
+        })
+        .collect();
+    futures_lite::future::or(
+        async {
+            for f in flushes {
+                f.await;
+            }
+        },
+        sleep(Duration::from_secs(1)),
+    )
+    .await;
     for c in &conns {
-        c.queue(&Packet::Disconnect(Disconnect {
-            reason: 0,
-            properties: Properties::default(),
-        }));
-        let _ = c.flush().await;
         c.io.shutdown();
     }
 }
@@ -373,8 +446,8 @@ impl Ctx {
     /// Connects client number `k` (global over the run) at its scheduled time.
     async fn dial(&self, k: usize, id: String) -> Result<(Rc<Conn>, Reader), ClientError> {
         let p = &self.plan;
-        if p.connect_rate > 0 {
-            let due = self.sh.epoch_ns.load(Relaxed) + k as u64 * 1_000_000_000 / p.connect_rate;
+        if let Some(gap) = 1_000_000_000u64.checked_div(p.connect_rate) {
+            let due = self.sh.epoch_ns.load(Relaxed) + k as u64 * gap;
             let now = now_ns();
             if due > now {
                 sleep(Duration::from_nanos(due - now)).await;
@@ -596,7 +669,11 @@ async fn publisher(ctx: Rc<Ctx>, j: usize) {
     ctx.sh.pubs_ready.fetch_add(1, Relaxed);
     ctx.start.wait().await;
     let window = Rc::new(Window::new(ctx.plan.inflight));
-    let reader = glommio::spawn_local(ack_reader(ctx.clone(), conn.clone(), rx, window.clone()));
+    let reader = glommio::spawn_local_into(
+        ack_reader(ctx.clone(), conn.clone(), rx, window.clone()),
+        ctx.readers,
+    )
+    .expect("task queue exists");
     let mut seq = 0;
     if !ctx.finishing.get() {
         if let Err(e) = publish(&ctx, &conn, j, &window, &mut seq).await {
@@ -632,11 +709,7 @@ async fn publish(
     let qos = ctx.qos();
     let start = ctx.sh.start_ns.load(Relaxed);
     let deadline = start + p.duration.as_nanos() as u64;
-    let interval = if p.rate > 0 {
-        1_000_000_000 / p.rate
-    } else {
-        0
-    };
+    let interval = 1_000_000_000u64.checked_div(p.rate).unwrap_or(0);
     let mut payload = vec![0x5Au8; p.payload];
     while *seq < quota {
         let mut now = now_ns();
