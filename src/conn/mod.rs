@@ -403,6 +403,10 @@ async fn read_loop(
         if !conn.out.borrow().is_empty() {
             conn.writer_wake.notify();
         }
+        // Fairness: a read that finds data never suspends, so a flooding publisher would
+        // run until its socket is empty while the subscribers' writers it just woke wait
+        // (and their queues overflow). Let them run after every chunk.
+        futures_lite::future::yield_now().await;
         // Backpressure: never buffer without bound on behalf of a client.
         while conn.out.borrow().len() > WRITE_HIGH_WATER && !conn.killed.get() {
             Metrics::inc(&shard.metrics.write_backpressure);
