@@ -16,8 +16,9 @@ use glommio::net::{TcpListener, TcpStream};
 
 use crate::metrics::Metrics;
 use crate::proto::{
-    encode, encode_publish, ConnAck, Connect, Decoder, LastWill, Packet, ProtoError,
-    ProtocolVersion, PubResp, QoS, SubAck, SubOptions, Subscribe, UnsubAck, Unsubscribe, Utf8Bytes,
+    encode, encode_publish, encode_publish_header, ConnAck, Connect, Decoder, LastWill, Packet,
+    ProtoError, ProtocolVersion, PubResp, QoS, SubAck, SubOptions, Subscribe, UnsubAck,
+    Unsubscribe, Utf8Bytes,
 };
 use crate::rt::net::{attach_stream, detach_stream, Io};
 use crate::rt::sync::Notify;
@@ -639,15 +640,53 @@ fn write_outgoing(shard: &Shard, out: &mut BytesMut, version: ProtocolVersion, o
     }
 }
 
-/// The writer task: coalesces control packets and queued messages into one write.
+/// Payloads at least this large are written from their shared buffer, not copied into the
+/// connection's write buffer (one payload, any number of subscribers, no copies).
+const ZERO_COPY_PAYLOAD: usize = 16 * 1024;
+
+/// The writer task: coalesces control packets and queued messages into one write; a large
+/// payload goes out straight from the publication's shared buffer after its header.
 async fn writer(shard: Rc<Shard>, conn: Rc<Conn>) {
     loop {
+        let mut tail: Option<bytes::Bytes> = None;
         let buf = {
             let mut out = conn.out.borrow_mut();
             if !conn.killed.get() {
                 let mut st = conn.session.state.borrow_mut();
                 while out.len() < WRITE_BATCH {
                     match st.next_outgoing() {
+                        Some(Outgoing::Publish {
+                            pkid,
+                            dup,
+                            delivery,
+                        }) if delivery.msg.payload.len() >= ZERO_COPY_PAYLOAD => {
+                            let m = &delivery.msg;
+                            let res = encode_publish_header(
+                                &mut out,
+                                conn.version,
+                                m.topic.as_bytes(),
+                                m.payload.len(),
+                                delivery.qos,
+                                delivery.retain,
+                                dup,
+                                pkid,
+                                if conn.version.is_v5() {
+                                    m.props.as_ref()
+                                } else {
+                                    None
+                                },
+                            );
+                            match res {
+                                Ok(()) => {
+                                    Metrics::inc(&shard.metrics.publishes_out);
+                                    tail = Some(m.payload.clone());
+                                    break;
+                                }
+                                Err(e) => {
+                                    tracing::warn!(topic = %m.topic, "cannot encode publish: {e}")
+                                }
+                            }
+                        }
                         Some(o) => write_outgoing(&shard, &mut out, conn.version, o),
                         None => break,
                     }
@@ -669,6 +708,11 @@ async fn writer(shard: Rc<Shard>, conn: Rc<Conn>) {
         }
         if conn.io.write_all(&buf).await.is_err() {
             break;
+        }
+        if let Some(payload) = tail {
+            if conn.io.write_all(&payload).await.is_err() {
+                break;
+            }
         }
         conn.reader_wake.notify();
         let mut buf = buf;

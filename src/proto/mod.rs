@@ -8,7 +8,7 @@ pub mod packet;
 pub mod properties;
 pub mod topic;
 
-pub use codec::{encode, encode_publish, encoded_len, Decoder};
+pub use codec::{encode, encode_publish, encode_publish_header, encoded_len, Decoder};
 pub use error::ProtoError;
 pub use packet::*;
 pub use properties::Properties;

@@ -68,9 +68,8 @@ pub fn encode(
     result
 }
 
-/// Appends a PUBLISH straight into a connection's write buffer: one `reserve`, no intermediate
-/// packet or allocation. `pkid` is ignored for QoS 0; `props` is ignored for 3.1.x. On error
-/// nothing is appended.
+/// Hot-path PUBLISH encoder: writes the packet straight into a connection's write buffer
+/// (one reservation, no intermediate allocation). `props` is ignored for 3.1.x.
 #[allow(clippy::too_many_arguments)]
 pub fn encode_publish(
     out: &mut BytesMut,
@@ -83,35 +82,95 @@ pub fn encode_publish(
     pkid: PacketId,
     props: Option<&Properties>,
 ) -> Result<(), ProtoError> {
-    let props = props.filter(|_| version.is_v5());
+    let h = PublishHeader {
+        version,
+        topic,
+        payload_len: payload.len(),
+        qos,
+        retain,
+        dup,
+        pkid,
+        props,
+    };
+    write_publish_header(out, &h, payload.len())?;
+    out.put_slice(payload);
+    Ok(())
+}
+
+/// Everything of a PUBLISH but its payload, for writers that send a large payload
+/// straight from its shared buffer instead of copying it (`payload_len` bytes must follow).
+#[allow(clippy::too_many_arguments)]
+pub fn encode_publish_header(
+    out: &mut BytesMut,
+    version: ProtocolVersion,
+    topic: &[u8],
+    payload_len: usize,
+    qos: QoS,
+    retain: bool,
+    dup: bool,
+    pkid: PacketId,
+    props: Option<&Properties>,
+) -> Result<(), ProtoError> {
+    let h = PublishHeader {
+        version,
+        topic,
+        payload_len,
+        qos,
+        retain,
+        dup,
+        pkid,
+        props,
+    };
+    write_publish_header(out, &h, 0)
+}
+
+struct PublishHeader<'a> {
+    version: ProtocolVersion,
+    topic: &'a [u8],
+    payload_len: usize,
+    qos: QoS,
+    retain: bool,
+    dup: bool,
+    pkid: PacketId,
+    props: Option<&'a Properties>,
+}
+
+/// Write the fixed header and variable header; reserve `extra` more bytes for the caller.
+fn write_publish_header(
+    out: &mut BytesMut,
+    h: &PublishHeader,
+    extra: usize,
+) -> Result<(), ProtoError> {
+    let version = h.version;
+    let props = h.props.filter(|_| version.is_v5());
     let props_len = props.map_or(0, props::len);
-    let has_pkid = qos != QoS::AtMostOnce;
-    let rem = 2
-        + topic.len()
+    let has_pkid = h.qos != QoS::AtMostOnce;
+    let head = 2
+        + h.topic.len()
         + if has_pkid { 2 } else { 0 }
         + if version.is_v5() {
             var_int_len(props_len) + props_len
         } else {
             0
-        }
-        + payload.len();
+        };
+    let rem = head + h.payload_len;
     if rem > MAX_REMAINING_LENGTH {
         return Err(ProtoError::EncodeTooLarge(rem));
     }
-    if topic.len() > usize::from(u16::MAX) {
+    if h.topic.len() > usize::from(u16::MAX) {
         return Err(ProtoError::FieldTooLong {
             what: "topic name",
-            len: topic.len(),
+            len: h.topic.len(),
         });
     }
     let start = out.len();
-    out.reserve(1 + var_int_len(rem) + rem);
-    out.put_u8(0x30 | u8::from(dup) << 3 | (qos as u8) << 1 | u8::from(retain));
+    out.reserve(1 + var_int_len(rem) + head + extra);
+    out.put_u8(0x30 | u8::from(h.dup) << 3 | (h.qos as u8) << 1 | u8::from(h.retain));
     put_var_int(out, rem);
-    out.put_u16(topic.len() as u16);
-    out.put_slice(topic);
+    out.put_u16(h.topic.len() as u16);
+    out.put_slice(h.topic);
     if has_pkid {
-        out.put_u16(pkid);
+        out.put_u16(h.pkid);
     }
     if version.is_v5() {
         let result = match props {
@@ -126,7 +185,6 @@ pub fn encode_publish(
             return Err(e);
         }
     }
-    out.put_slice(payload);
     Ok(())
 }
 
@@ -381,4 +439,38 @@ fn write_connect(
         put_binary(out, "password", p)?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod header_tests {
+    use super::*;
+
+    #[test]
+    fn header_then_payload_equals_whole_publish() {
+        for version in [ProtocolVersion::V311, ProtocolVersion::V5] {
+            for qos in [QoS::AtMostOnce, QoS::AtLeastOnce, QoS::ExactlyOnce] {
+                let payload = vec![7u8; 70_000];
+                let mut whole = BytesMut::new();
+                encode_publish(
+                    &mut whole, version, b"a/b", &payload, qos, true, false, 9, None,
+                )
+                .unwrap();
+                let mut split = BytesMut::new();
+                encode_publish_header(
+                    &mut split,
+                    version,
+                    b"a/b",
+                    payload.len(),
+                    qos,
+                    true,
+                    false,
+                    9,
+                    None,
+                )
+                .unwrap();
+                split.extend_from_slice(&payload);
+                assert_eq!(whole, split);
+            }
+        }
+    }
 }

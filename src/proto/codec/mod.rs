@@ -26,7 +26,7 @@ mod roundtrip_tests;
 mod spec_tests;
 
 pub use decode::Decoder;
-pub use encode::{encode, encode_publish, encoded_len};
+pub use encode::{encode, encode_publish, encode_publish_header, encoded_len};
 
 /// Largest remaining length the 4-byte variable byte integer can express (§2.2.3).
 pub const MAX_REMAINING_LENGTH: usize = 268_435_455;
