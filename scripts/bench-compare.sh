@@ -142,7 +142,14 @@ peer_version() {
 # ------------------------------ broker control ------------------------------
 BROKER_PID=
 RUNDIR=
-PORT=$((20000 + RANDOM % 20000))
+# Broker ports: below the ephemeral range when there is room, so the bench's own client
+# sockets (and their TIME_WAIT remnants) never hold the port the next broker wants.
+EPH_LOW=$(awk '{print $1}' /proc/sys/net/ipv4/ip_local_port_range)
+if [[ $EPH_LOW -gt 12000 ]]; then
+    PORT=$((10000 + RANDOM % (EPH_LOW - 12000)))
+else
+    PORT=$((20000 + RANDOM % 20000))
+fi
 
 stop_broker() {
     [[ -n $BROKER_PID ]] || return 0
@@ -165,12 +172,17 @@ trap 'stop_broker' EXIT
 trap '[[ -n $BENCH_PID ]] && kill -TERM "$BENCH_PID" 2>/dev/null; stop_broker; exit 130' INT TERM
 
 listening() { ss -Hltn "sport = :$1" 2>/dev/null | grep -q LISTEN; }
+port_in_use() { [[ -n $(ss -Htan "sport = :$1" 2>/dev/null) ]]; }
+# user+nice+system ticks of one CPU (no irq/softirq/steal), and a process's utime+stime ticks
+cpu_ticks() { awk -v c="cpu$1" '$1 == c {print $2 + $3 + $4}' /proc/stat; }
+proc_ticks() { awk '{sub(/^.*\) /, ""); print $12 + $13}' "/proc/$1/stat" 2>/dev/null || echo 0; }
+CLK_TCK=$(getconf CLK_TCK)
 
 # start_broker PEER BIN LOG: sets BROKER_PID; returns 1 if it does not listen within 10 s.
 start_broker() {
     local peer=$1 bin=$2 logf=$3 conf
     PORT=$((PORT + 1))
-    while listening "$PORT"; do PORT=$((PORT + 1)); done
+    while port_in_use "$PORT"; do PORT=$((PORT + 1)); done
     RUNDIR=$(mktemp -d /tmp/bench-compare.XXXXXX)
     case $peer in
         ringmq)
@@ -203,10 +215,11 @@ start_broker() {
 
 # --------------------------------- runs ---------------------------------
 failed=0
-append_result() { # peer row args exit alive version jsonfile
+append_result() { # peer row args exit alive version jsonfile [wall_s broker_cpu_s foreign_cpu_s]
     python3 - "$@" >>"$RESULTS" <<'EOF'
 import json, sys
 peer, row, args, code, alive, version, path = sys.argv[1:8]
+extra = sys.argv[8:11]
 summary = None
 try:
     for line in open(path):
@@ -217,6 +230,8 @@ except (OSError, ValueError):
     pass
 rec = {"peer": peer, "row": row, "args": args, "exit": int(code),
        "broker_alive": alive == "1", "broker_version": version, "summary": summary}
+if len(extra) == 3:
+    rec["wall_s"], rec["broker_cpu_s"], rec["foreign_cpu_s"] = (float(x) for x in extra)
 print(json.dumps(rec))
 EOF
 }
@@ -255,6 +270,7 @@ for peer in $PEERS; do
             continue
         fi
         log "$peer $label: ringmq-bench ${args[*]} (port $PORT, limit ${limit}s)"
+        t0=$(date +%s.%N) c0=$(cpu_ticks "$BROKER_CORE") b0=$(proc_ticks "$BROKER_PID")
         # in the background + wait, so INT/TERM interrupt the wait and stop both at once
         timeout --kill-after=5 "$limit" taskset -c "$BENCH_CORE" "$BENCH" "${args[@]}" \
             --host 127.0.0.1 --port "$PORT" --broker-pid "$BROKER_PID" --json \
@@ -263,13 +279,18 @@ for peer in $PEERS; do
         wait "$BENCH_PID"
         code=$?
         BENCH_PID=
+        t1=$(date +%s.%N) c1=$(cpu_ticks "$BROKER_CORE") b1=$(proc_ticks "$BROKER_PID")
+        wall=$(awk -v a="$t0" -v b="$t1" 'BEGIN {printf "%.2f", b - a}')
+        bcpu=$(awk -v a="$b0" -v b="$b1" -v t="$CLK_TCK" 'BEGIN {printf "%.2f", (b - a) / t}')
+        # CPU time on the broker's core not spent by the broker: other load disturbing the run
+        foreign=$(awk -v a="$c0" -v b="$c1" -v t="$CLK_TCK" -v x="$bcpu" 'BEGIN {f = (b - a) / t - x; printf "%.2f", f < 0 ? 0 : f}')
         alive=0
         kill -0 "$BROKER_PID" 2>/dev/null && alive=1
         [[ $alive -eq 1 ]] || log "$peer $label: broker died during the run (see $blog)"
         [[ $code -eq 124 || $code -eq 137 ]] && log "$peer $label: killed after ${limit}s"
         [[ -s $jout ]] || failed=1
         log "$peer $label: exit $code $(tail -c 400 "$jout")"
-        append_result "$peer" "$label" "${args[*]}" "$code" "$alive" "$version" "$jout"
+        append_result "$peer" "$label" "${args[*]}" "$code" "$alive" "$version" "$jout" "$wall" "$bcpu" "$foreign"
         stop_broker
     done
 done
@@ -300,6 +321,7 @@ CONN = [("connects/s", "connect_rate", True, "{:,.0f}"),
 FLOW = [("out msgs/s", "out_msgs_per_s", True, "{:,.0f}"),
         ("in msgs/s", "in_msgs_per_s", True, "{:,.0f}"),
         ("out MB/s", "out_mb_per_s", True, "{:,.1f}"),
+        ("out msgs/broker CPU-s", "derived.per_cpu", True, "{:,.0f}"),
         ("p99 µs", "lat_us.p99", False, "{:,.0f}"),
         ("peak RSS MiB", "broker_hwm_kib", False, "{:,.1f}")]
 
@@ -332,7 +354,11 @@ for row in rows:
         for p in peers:
             r = by.get((p, row))
             if cell_failure(r) is None:
-                v = get(r["summary"], key)
+                if key == "derived.per_cpu":
+                    d, c = get(r["summary"], "delivered"), r.get("broker_cpu_s")
+                    v = d / c if d is not None and c else None
+                else:
+                    v = get(r["summary"], key)
                 if v is not None and key == "broker_hwm_kib":
                     v = v / 1024
                 if v is not None:
@@ -361,6 +387,10 @@ for row in rows:
                              f"delivered {s.get('delivered')} of {s.get('expected')} expected, lost {s.get('lost')}, "
                              f"dup {s.get('duplicated')}, reordered {s.get('out_of_order')}, phantom {s.get('phantom')}, "
                              f"errors {s.get('errors')}{' (' + s['error_samples'][0] + ')' if s.get('error_samples') else ''}")
+            if mi == 0 and r.get("foreign_cpu_s", 0) > 0.1 * r.get("wall_s", 1):
+                txt += " ‡"
+                notes.append(f"{p} {row}: other processes used {r['foreign_cpu_s']:.1f} s of the broker's "
+                             f"core during the {r['wall_s']:.0f} s run: the numbers are disturbed")
             if mi == 0 and not r["broker_alive"]:
                 txt += " †"
                 notes.append(f"{p} {row}: broker was not running at the end of the run")
@@ -370,7 +400,9 @@ for row in rows:
 print(f"Broker pinned to CPU {broker_core} (one core), ringmq-bench on CPU {bench_core}, loopback.")
 print("Each cell: value (value / best peer on that row; ★ = best). Throughput: higher is better;")
 print("latency and memory: lower is better, so there the ratio is ≥ 1 and 1.00★ is the best.")
-print("⚠ = delivery check failed (loss at QoS ≥ 1, duplicates or reordering); † = broker died.")
+print("⚠ = delivery check failed (loss at QoS ≥ 1, duplicates or reordering); † = broker died;")
+print("‡ = other processes used > 10% of the broker's core during the run.")
+print("out msgs/broker CPU-s = messages delivered per CPU-second the broker used (efficiency).")
 print()
 versions = {}
 for r in recs:
