@@ -61,7 +61,7 @@ large-1MiB-qos1|large --payload 1048576 --subs 10 --qos 1 --inflight 4 --duratio
 EOF
 }
 
-usage() { sed -n '2,33p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
+usage() { awk 'NR > 1 && /^#/ {sub(/^# ?/, ""); print; next} NR > 1 {exit}' "$0"; exit 2; }
 while [[ $# -gt 0 ]]; do
     case $1 in
         --peers) PEERS=$2; shift ;;

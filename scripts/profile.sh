@@ -21,7 +21,8 @@
 # When perf cannot open events at all (or --tool callgrind), the broker runs under
 # `valgrind --tool=callgrind` instead (about 50x slower, so the bench --duration is capped at
 # 5 s and --rate defaults to 200 msgs/s per publisher) and DIR gets callgrind.out and
-# callgrind.txt (callgrind_annotate, inclusive) instead of the flamegraph.
+# callgrind.txt (callgrind_annotate, inclusive) and callgrind-self.txt (exclusive) instead of
+# the flamegraph.
 #
 # Missing tools are installed: linux-perf / valgrind (apt), inferno (cargo install).
 # Bounded: the bench run is killed after --timeout (default: its --duration + 60 s).
@@ -40,7 +41,7 @@ TIMEOUT=
 BROKER_ARGS=
 TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
 
-usage() { sed -n '2,29p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
+usage() { awk 'NR > 1 && /^#/ {sub(/^# ?/, ""); print; next} NR > 1 {exit}' "$0"; exit 2; }
 while [[ $# -gt 0 ]]; do
     case $1 in
         --out) OUT=$2; shift ;;
@@ -210,7 +211,8 @@ else
     f=${outs[0]}
     [[ -e $f ]] || { log "callgrind wrote no output"; exit 2; }
     callgrind_annotate --inclusive=yes "$f" 2>/dev/null | head -80 >"$OUT/callgrind.txt"
-    head -40 "$OUT/callgrind.txt" >&2
+    callgrind_annotate "$f" 2>/dev/null | head -60 >"$OUT/callgrind-self.txt"
+    head -40 "$OUT/callgrind-self.txt" >&2
     echo "$OUT/callgrind.txt"
 fi
 [[ $code -eq 0 ]] || log "note: the bench run exited $code (see bench.json / bench.err)"

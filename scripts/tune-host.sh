@@ -32,7 +32,7 @@ PERSIST=1
 SYSCTL_FILE=/etc/sysctl.d/90-ringmq.conf
 LIMITS_FILE=/etc/security/limits.d/90-ringmq.conf
 
-usage() { sed -n '2,23p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
+usage() { awk 'NR > 1 && /^#/ {sub(/^# ?/, ""); print; next} NR > 1 {exit}' "$0"; exit 2; }
 
 while [[ $# -gt 0 ]]; do
     case $1 in
