@@ -162,6 +162,11 @@ impl Session {
     }
 
     fn evict_oldest_qos0(&mut self) -> bool {
+        // Without this check a queue full of QoS >= 1 messages was scanned end to end for
+        // every dropped message (30% of broker time in the fan-in QoS 1 profile).
+        if self.queued_qos0 == 0 {
+            return false;
+        }
         if let Some(i) = self.queue.iter().position(|d| d.qos == QoS::AtMostOnce) {
             if let Some(d) = self.queue.remove(i) {
                 self.queued_qos0 -= 1;
