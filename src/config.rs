@@ -212,14 +212,13 @@ impl Config {
         if self.listen_backlog <= 0 {
             return bad("listen_backlog", "must be positive");
         }
-        if let Some(list) = &self.cpus {
+        if self.cpus.is_some() {
             let cpus = self
                 .cpu_list()
                 .map_err(|why| ConfigError::Invalid { key: "cpus", why })?;
             if cpus.len() < self.shards {
                 return bad("cpus", "needs at least one CPU per shard");
             }
-            let _ = list;
         }
         Ok(())
     }

@@ -451,7 +451,13 @@ fn handle(shard: &Rc<Shard>, conn: &Rc<Conn>, p: Packet) -> Flow {
                 _ => true,
             };
             if fresh {
-                let origin = conn.session.state.borrow().client_id.clone();
+                // No Local (v5) compares the publisher's client id; a 3.1.x publisher can
+                // never be its own No Local subscriber, so skip the per-message clone.
+                let origin = if conn.version.is_v5() {
+                    conn.session.state.borrow().client_id.clone()
+                } else {
+                    Utf8Bytes::default()
+                };
                 shard.publish(Arc::new(Publication {
                     topic: p.topic,
                     payload: p.payload,

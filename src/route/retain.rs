@@ -33,10 +33,8 @@ impl RetainedStore {
     /// Store, replace, or (empty payload) delete [MQTT-3.3.1-5, MQTT-3.3.1-10/11].
     pub fn set(&mut self, msg: Arc<Publication>, max: usize) -> RetainOutcome {
         if msg.payload.is_empty() {
-            return match self.map.remove(&msg.topic) {
-                Some(_) => RetainOutcome::Deleted,
-                None => RetainOutcome::Deleted,
-            };
+            self.map.remove(&msg.topic);
+            return RetainOutcome::Deleted;
         }
         if let Some(slot) = self.map.get_mut(&msg.topic) {
             *slot = msg;
