@@ -72,6 +72,11 @@ pub struct Cli {
     /// more CPU) [default: 0].
     #[arg(long, value_name = "MICROS")]
     pub spin_before_park_us: Option<u64>,
+    /// Milliseconds publishers may be paused for an online subscriber whose queue is over
+    /// half full; past that it is marked a slow consumer and its queue limits apply alone
+    /// (QoS 0 evicted first, then drops). 0 = never pause publishers [default: 100].
+    #[arg(long, value_name = "MILLIS")]
+    pub slow_consumer_ms: Option<u64>,
 }
 
 /// The effective configuration. Cloned into every shard at start; immutable afterwards.
@@ -94,6 +99,7 @@ pub struct Config {
     pub max_retained: usize,
     pub listen_backlog: i32,
     pub spin_before_park_us: u64,
+    pub slow_consumer_ms: u64,
 }
 
 /// MQTT's largest encodable packet (remaining length 268,435,455 plus a 5-byte header).
@@ -120,6 +126,7 @@ impl Default for Config {
             max_retained: 1_000_000,
             listen_backlog: 4096,
             spin_before_park_us: 0,
+            slow_consumer_ms: 100,
         }
     }
 }
@@ -178,7 +185,8 @@ impl Config {
             max_subscriptions,
             max_retained,
             listen_backlog,
-            spin_before_park_us
+            spin_before_park_us,
+            slow_consumer_ms
         );
         if cli.cpus.is_some() {
             cfg.cpus = cli.cpus.clone();
@@ -208,6 +216,9 @@ impl Config {
         }
         if self.max_connections == 0 {
             return bad("max_connections", "must be at least 1");
+        }
+        if self.slow_consumer_ms > 60_000 {
+            return bad("slow_consumer_ms", "must be at most 60000");
         }
         if self.listen_backlog <= 0 {
             return bad("listen_backlog", "must be positive");

@@ -8,6 +8,7 @@
 //! | [`route`] | topic trie, route table (filter → shards), local subscribers, retained store | route table replicated on every shard; the rest per shard |
 //! | [`conn`] | per-connection tasks: handshake, hand-off, reader, writer, keep-alive | the connection's home shard |
 //! | [`shard`] | one executor's state and its mesh drain/ticker tasks | one shard |
+//! | [`pressure`] | publisher flow control: congested subscribers pause their publishers, slow consumers | one shard |
 //! | [`rt`] | the only glommio-facing code: sockets, mesh outboxes, notify primitives | per shard |
 //! | [`metrics`] | per-shard counters (every enforced limit is counted) | one shard |
 //! | [`config`] | defaults, TOML file, CLI flags | read-only copy per shard |
@@ -24,6 +25,7 @@ pub mod broker;
 pub mod config;
 pub mod conn;
 pub mod metrics;
+pub mod pressure;
 pub mod proto;
 pub mod route;
 pub mod rt;

@@ -56,6 +56,12 @@ counters! {
     mesh_backpressure,
     /// Times a connection paused reading because its write buffer was over budget.
     write_backpressure,
+    /// Times an online session's queue crossed half its limit (its publishers pause).
+    congestions,
+    /// Times a publisher paused reading for a congested subscriber.
+    publisher_pauses,
+    /// Sessions declared slow consumers (congested past `slow_consumer_ms`).
+    slow_consumers,
 }
 
 impl Metrics {

@@ -21,6 +21,7 @@ use glommio::channels::channel_mesh::Receivers;
 use crate::config::Config;
 use crate::conn::Conn;
 use crate::metrics::Metrics;
+use crate::pressure::{Pressure, Standing};
 use crate::proto::{Connect, Utf8Bytes};
 use crate::route::retain::{RetainOutcome, RetainedStore};
 use crate::route::subs::{delivery_qos, Hit, LocalSubs, SessionKey};
@@ -114,6 +115,8 @@ pub struct SessionCell {
     /// Clean session / clean start of the connection that opened it: the session ends
     /// with that connection.
     pub clean: Cell<bool>,
+    /// Flow-control standing towards publishers.
+    pub standing: Cell<Standing>,
 }
 
 #[derive(Default)]
@@ -163,6 +166,7 @@ pub struct Shard {
     pub stopping: Cell<bool>,
     pub stop: Notify,
     pub limits: Limits,
+    pub pressure: Pressure,
 }
 
 /// Stable hash (FNV-1a) for placing client ids and retained topics on shards. Stable
@@ -188,6 +192,7 @@ impl Shard {
             max_queued_messages: cfg.max_queued_messages,
             max_queued_bytes: cfg.max_queued_bytes,
         };
+        let pressure = Pressure::new(&limits, cfg.slow_consumer_ms);
         Rc::new(Shard {
             id: data.me(),
             shards: cfg.shards,
@@ -213,6 +218,7 @@ impl Shard {
             next_conn: Cell::new(1),
             stopping: Cell::new(false),
             stop: Notify::new(),
+            pressure,
             limits,
         })
     }
@@ -267,6 +273,7 @@ impl Shard {
             state: RefCell::new(Session::new(client_id.clone(), self.limits)),
             conn: RefCell::new(None),
             clean: Cell::new(clean),
+            standing: Cell::new(Standing::Clear),
         });
         s.by_id.insert(client_id.clone(), key);
         s.cells.insert(key, cell.clone());
@@ -287,6 +294,7 @@ impl Shard {
                 s.by_id.remove(id.as_str());
             }
         }
+        self.pressure.release(cell);
         let filters: Vec<Utf8Bytes> = cell
             .state
             .borrow_mut()
@@ -437,8 +445,9 @@ impl Shard {
     }
 
     /// Queue one message for one session and wake its writer.
-    pub fn deliver(&self, cell: &SessionCell, d: Delivery) {
-        match cell.state.borrow_mut().enqueue(d) {
+    pub fn deliver(&self, cell: &Rc<SessionCell>, d: Delivery) {
+        let mut st = cell.state.borrow_mut();
+        match st.enqueue(d) {
             Enqueued::Queued => {}
             Enqueued::QueuedEvictingQos0(n) => {
                 let c = &self.metrics.dropped_qos0_evicted;
@@ -448,6 +457,7 @@ impl Shard {
         }
         if let Some(conn) = cell.conn.borrow().as_ref() {
             conn.wake_writer();
+            self.pressure.on_enqueue(cell, &st, &self.metrics);
         }
     }
 

@@ -346,6 +346,7 @@ async fn serve(shard: Rc<Shard>, io: Rc<Io>, hello: Hello, rest: BytesMut) {
     let current = matches!(cell.conn.borrow().as_ref(), Some(c) if Rc::ptr_eq(c, &conn));
     if current {
         cell.conn.replace(None);
+        shard.pressure.release(&cell);
     }
     if !graceful {
         if let Some(will) = conn.will.borrow_mut().take() {
@@ -381,11 +382,25 @@ async fn read_loop(
                 // Boxed: subscribing is rare and its future is large; the per-connection
                 // reader state stays small.
                 Ok(Some(Packet::Subscribe(sub))) => Box::pin(subscribe(shard, conn, sub)).await,
-                Ok(Some(p)) => match handle(shard, conn, p) {
-                    Flow::Continue => {}
-                    Flow::Disconnect => return true,
-                    Flow::Close => return false,
-                },
+                Ok(Some(p)) => {
+                    match handle(shard, conn, p) {
+                        Flow::Continue => {}
+                        Flow::Disconnect => return true,
+                        Flow::Close => return false,
+                    }
+                    if shard.pressure.take_hit() {
+                        // A subscriber this publisher feeds is behind: stop reading (the
+                        // rest stays in `buf` and the socket) until it catches up. Boxed:
+                        // the wait is rare and would otherwise enlarge every reader.
+                        if !conn.out.borrow().is_empty() {
+                            conn.writer_wake.notify();
+                        }
+                        Box::pin(shard.pressure.wait(&shard.metrics)).await;
+                        if conn.killed.get() {
+                            return false;
+                        }
+                    }
+                }
                 Ok(None) => break,
                 Err(e) => {
                     Metrics::inc(&shard.metrics.protocol_errors);
@@ -451,8 +466,9 @@ fn handle(shard: &Rc<Shard>, conn: &Rc<Conn>, p: Packet) -> Flow {
                 _ => true,
             };
             if fresh {
-                // No Local (v5) compares the publisher's client id; a 3.1.x publisher can
-                // never be its own No Local subscriber, so skip the per-message clone.
+                shard.pressure.take_hit(); // only this publish's deliveries count
+                                           // No Local (v5) compares the publisher's client id; a 3.1.x publisher can
+                                           // never be its own No Local subscriber, so skip the per-message clone.
                 let origin = if conn.version.is_v5() {
                     conn.session.state.borrow().client_id.clone()
                 } else {
@@ -697,6 +713,7 @@ async fn writer(shard: Rc<Shard>, conn: Rc<Conn>) {
                         None => break,
                     }
                 }
+                shard.pressure.on_dequeue(&conn.session, &st);
             }
             std::mem::take(&mut *out)
         };

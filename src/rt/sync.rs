@@ -49,6 +49,57 @@ impl Future for Notified<'_> {
     }
 }
 
+/// Wakes every waiting task (a broadcast edge): `wait` resolves at the first
+/// `notify_all` after the wait began. Waiters re-check their condition afterwards.
+#[derive(Default)]
+pub struct Signal {
+    generation: Cell<u64>,
+    waiters: RefCell<Vec<Waker>>,
+}
+
+impl Signal {
+    pub fn new() -> Signal {
+        Signal::default()
+    }
+
+    pub fn notify_all(&self) {
+        self.generation.set(self.generation.get() + 1);
+        for w in self.waiters.borrow_mut().drain(..) {
+            w.wake();
+        }
+    }
+
+    /// Resolves at the next `notify_all`.
+    pub fn wait(&self) -> SignalWait<'_> {
+        SignalWait {
+            s: self,
+            seen: self.generation.get(),
+        }
+    }
+}
+
+pub struct SignalWait<'a> {
+    s: &'a Signal,
+    seen: u64,
+}
+
+impl Future for SignalWait<'_> {
+    type Output = ();
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        if self.s.generation.get() != self.seen {
+            Poll::Ready(())
+        } else {
+            // A waiter polled again before the edge may already be listed; a duplicate
+            // waker only costs a spurious wake-up, so keep the list short but simple.
+            let mut w = self.s.waiters.borrow_mut();
+            if !w.iter().any(|x| x.will_wake(cx.waker())) {
+                w.push(cx.waker().clone());
+            }
+            Poll::Pending
+        }
+    }
+}
+
 /// A one-shot reply slot: `fill` once, `wait` resolves with the value (or `None` if the
 /// slot was dropped unfilled by `cancel`).
 pub struct Reply<T> {
@@ -156,6 +207,29 @@ mod tests {
             })
             .detach();
             c.wait().await;
+        });
+    }
+
+    #[test]
+    fn signal_wakes_every_waiter_once_per_edge() {
+        glommio::LocalExecutor::default().run(async {
+            let s = Rc::new(Signal::new());
+            let woke = Rc::new(Cell::new(0));
+            let mut tasks = Vec::new();
+            for _ in 0..3 {
+                let (s, woke) = (s.clone(), woke.clone());
+                tasks.push(glommio::spawn_local(async move {
+                    s.wait().await;
+                    woke.set(woke.get() + 1);
+                }));
+            }
+            futures_lite::future::yield_now().await;
+            assert_eq!(woke.get(), 0);
+            s.notify_all();
+            for t in tasks {
+                t.await;
+            }
+            assert_eq!(woke.get(), 3);
         });
     }
 }

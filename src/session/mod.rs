@@ -129,6 +129,11 @@ impl Session {
         self.queue.len()
     }
 
+    /// Bytes (payload + topic) of the queued messages.
+    pub fn queued_bytes(&self) -> usize {
+        self.queued_bytes
+    }
+
     pub fn inflight(&self) -> usize {
         self.inflight.len()
     }
