@@ -3,7 +3,8 @@
 # broker alone on one core, the same ringmq-bench scenarios against each, one comparison table.
 #
 #   scripts/bench-compare.sh [--peers "ringmq mosquitto rumqttd nats"] [--rows "conn-10k,..."]
-#                            [--scenarios FILE] [--duration SECS] [--out DIR] [--no-build]
+#                            [--scenarios FILE] [--sweep NAME]... [--latency-at-half]
+#                            [--duration SECS] [--out DIR] [--no-build]
 #                            [--no-install] [--broker-core N] [--bench-core N]
 #                            [--run-timeout SECS] [--bench-args "ARGS"]
 #
@@ -13,6 +14,11 @@
 # the broker is stopped (TERM, then KILL after 5 s) before the next one starts. Every bench
 # run is killed after --run-timeout seconds (default: duration + 60).
 #
+# --latency-at-half: after each message-flow row (not conn, storm or backlog), a second run
+# "<row>@half" on a fresh broker at half the throughput this peer just reached: --rate =
+# in_msgs_per_s / 2 / publishers (--rate is per publisher; the generator paces per message,
+# publishers staggered). Its table rows give p50 / p99 / p99.9 latency at that load.
+#
 # Peers: ringmq = `target/release/ringmq --shards 1` (built here unless --no-build);
 # mosquitto / nats-server from apt, rumqttd from `cargo install rumqttd` (installed if
 # missing, unless --no-install). A peer that cannot be installed or started is skipped with
@@ -21,7 +27,12 @@
 #
 # Scenario rows: "label|ringmq-bench arguments" lines (see default_rows below, or --scenarios
 # FILE with the same format, # comments allowed); --rows picks a subset by label; --duration
-# replaces every row's --duration (quick runs). --bench-args (default "--keepalive 60") is added
+# replaces every row's --duration (quick runs). --sweep NAME (repeatable, default off) appends
+# the rows of scripts/peers/rows-NAME.txt: `payload` = p2p and fan-out at 20 B (the smallest
+# payload: the 20-byte bench header, standing in for 16 B), 256 B, 4 KiB and 64 KiB, plus
+# 8 MiB to 100 subscribers at QoS 0 and 1 (10 messages, so memory stays bounded);
+# `resilience` = backlog, storm and slow. To run a sweep alone: --scenarios
+# scripts/peers/rows-payload.txt. --bench-args (default "--keepalive 60") is added
 # to every run: rumqttd refuses keep-alive 0 (ZeroKeepAlive), so every peer gets the same 60 s
 # (the runs are shorter than the 90 s after which a silent client may be dropped).
 #
@@ -46,6 +57,8 @@ INSTALL=1
 BROKER_CORE=0
 BENCH_CORE=1
 RUN_TIMEOUT=
+SWEEPS=()
+LAT_HALF=0
 BENCH_COMMON="--keepalive 60"
 TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
 
@@ -67,6 +80,8 @@ while [[ $# -gt 0 ]]; do
         --peers) PEERS=$2; shift ;;
         --rows) ROWS=$2; shift ;;
         --scenarios) SCEN_FILE=$2; shift ;;
+        --sweep) SWEEPS+=("$2"); shift ;;
+        --latency-at-half) LAT_HALF=1 ;;
         --duration) DURATION=$2; shift ;;
         --out) OUT=$2; shift ;;
         --no-build) BUILD=0 ;;
@@ -93,6 +108,11 @@ ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 
 # ----------------------------- scenario rows -----------------------------
 mapfile -t ALL_ROWS < <(if [[ -n $SCEN_FILE ]]; then grep -v '^\s*\(#\|$\)' "$SCEN_FILE"; else default_rows; fi)
+for sw in "${SWEEPS[@]}"; do
+    f=$ROOT/scripts/peers/rows-$sw.txt
+    [[ -f $f ]] || { log "no sweep '$sw' ($f)"; exit 2; }
+    mapfile -t -O "${#ALL_ROWS[@]}" ALL_ROWS < <(grep -v '^\s*\(#\|$\)' "$f")
+done
 SEL_ROWS=()
 for r in "${ALL_ROWS[@]}"; do
     label=${r%%|*}
@@ -236,6 +256,83 @@ print(json.dumps(rec))
 EOF
 }
 
+# run_one PEER BIN VERSION LABEL "ARGS" [RATE]: one bench run on a fresh broker (RATE replaces
+# or adds --rate); sets LAST_JOUT (the JSON output file) and LAST_CODE; appends the result.
+LAST_JOUT=
+LAST_CODE=
+run_one() {
+    local peer=$1 bin=$2 version=$3 label=$4 rate=${6:-} args i dur limit blog jout code
+    read -r -a args <<<"$5"
+    if [[ -n $DURATION ]]; then
+        for i in "${!args[@]}"; do
+            [[ ${args[$i]} == --duration ]] && args[i+1]=$DURATION
+        done
+    fi
+    if [[ -n $rate ]]; then
+        local found=0
+        for i in "${!args[@]}"; do
+            [[ ${args[$i]} == --rate ]] && { args[i+1]=$rate; found=1; }
+        done
+        [[ $found -eq 1 ]] || args+=(--rate "$rate")
+    fi
+    dur=10
+    for i in "${!args[@]}"; do [[ ${args[$i]} == --duration ]] && dur=${args[i+1]}; done
+    limit=${RUN_TIMEOUT:-$((${dur%.*} + 60))}
+    blog=$OUT/logs/$peer.$label.broker.log
+    jout=$OUT/logs/$peer.$label.json
+    LAST_JOUT=$jout
+    LAST_CODE=126
+    if ! start_broker "$peer" "$bin" "$blog"; then
+        append_result "$peer" "$label" "${args[*]}" 126 0 "$version" /dev/null
+        failed=1
+        return 1
+    fi
+    log "$peer $label: ringmq-bench ${args[*]} (port $PORT, limit ${limit}s)"
+    local t0 c0 b0 t1 c1 b1 wall bcpu foreign alive
+    t0=$(date +%s.%N) c0=$(cpu_ticks "$BROKER_CORE") b0=$(proc_ticks "$BROKER_PID")
+    # in the background + wait, so INT/TERM interrupt the wait and stop both at once
+    timeout --kill-after=5 "$limit" taskset -c "$BENCH_CORE" "$BENCH" "${args[@]}" \
+        --host 127.0.0.1 --port "$PORT" --broker-pid "$BROKER_PID" --json \
+        >"$jout" 2>"$OUT/logs/$peer.$label.bench.err" &
+    BENCH_PID=$!
+    wait "$BENCH_PID"
+    code=$?
+    BENCH_PID=
+    LAST_CODE=$code
+    t1=$(date +%s.%N) c1=$(cpu_ticks "$BROKER_CORE") b1=$(proc_ticks "$BROKER_PID")
+    wall=$(awk -v a="$t0" -v b="$t1" 'BEGIN {printf "%.2f", b - a}')
+    bcpu=$(awk -v a="$b0" -v b="$b1" -v t="$CLK_TCK" 'BEGIN {printf "%.2f", (b - a) / t}')
+    # CPU time on the broker's core not spent by the broker: other load disturbing the run
+    foreign=$(awk -v a="$c0" -v b="$c1" -v t="$CLK_TCK" -v x="$bcpu" 'BEGIN {f = (b - a) / t - x; printf "%.2f", f < 0 ? 0 : f}')
+    alive=0
+    kill -0 "$BROKER_PID" 2>/dev/null && alive=1
+    [[ $alive -eq 1 ]] || log "$peer $label: broker died during the run (see $blog)"
+    [[ $code -eq 124 || $code -eq 137 ]] && log "$peer $label: killed after ${limit}s"
+    [[ -s $jout ]] || failed=1
+    log "$peer $label: exit $code $(tail -c 400 "$jout")"
+    append_result "$peer" "$label" "${args[*]}" "$code" "$alive" "$version" "$jout" "$wall" "$bcpu" "$foreign"
+    stop_broker
+}
+
+# half_rate JSONFILE: the per-publisher --rate for a run at half the throughput in JSONFILE;
+# empty when the row is not a message flow or reached no throughput.
+half_rate() {
+    python3 - "$1" <<'EOF'
+import json, sys
+s = None
+try:
+    for line in open(sys.argv[1]):
+        if line.strip().startswith("{"):
+            s = json.loads(line)
+except (OSError, ValueError):
+    pass
+if s and s.get("scenario") not in (None, "conn", "storm", "backlog") and s.get("pubs"):
+    r = int(float(s.get("in_msgs_per_s") or 0) / 2 / int(s["pubs"]))
+    if r >= 1:
+        print(r)
+EOF
+}
+
 for peer in $PEERS; do
     bin=$(peer_bin "$peer")
     if [[ -z $bin ]]; then
@@ -246,6 +343,7 @@ for peer in $PEERS; do
         log "SKIP $peer: not installed and could not be installed"
         for r in "${SEL_ROWS[@]}"; do
             append_result "$peer" "${r%%|*}" "${r#*|}" 127 0 "not installed" /dev/null
+            [[ $LAT_HALF -eq 1 ]] && append_result "$peer" "${r%%|*}@half" "${r#*|}" 127 0 "not installed" /dev/null
         done
         continue
     fi
@@ -253,45 +351,15 @@ for peer in $PEERS; do
     log "== $peer ($version): broker on CPU $BROKER_CORE, load on CPU $BENCH_CORE"
     for r in "${SEL_ROWS[@]}"; do
         label=${r%%|*}
-        read -r -a args <<<"${r#*|} $BENCH_COMMON"
-        if [[ -n $DURATION ]]; then
-            for i in "${!args[@]}"; do
-                [[ ${args[$i]} == --duration ]] && args[i+1]=$DURATION
-            done
-        fi
-        dur=10
-        for i in "${!args[@]}"; do [[ ${args[$i]} == --duration ]] && dur=${args[i+1]}; done
-        limit=${RUN_TIMEOUT:-$((dur + 60))}
-        blog=$OUT/logs/$peer.$label.broker.log
-        jout=$OUT/logs/$peer.$label.json
-        if ! start_broker "$peer" "$bin" "$blog"; then
-            append_result "$peer" "$label" "${args[*]}" 126 0 "$version" /dev/null
-            failed=1
+        run_one "$peer" "$bin" "$version" "$label" "${r#*|} $BENCH_COMMON" || continue
+        [[ $LAT_HALF -eq 1 ]] || continue
+        half=$(half_rate "$LAST_JOUT")
+        if [[ -z $half ]]; then
+            log "$peer $label: no half-throughput run (not a message flow, or no throughput)"
             continue
         fi
-        log "$peer $label: ringmq-bench ${args[*]} (port $PORT, limit ${limit}s)"
-        t0=$(date +%s.%N) c0=$(cpu_ticks "$BROKER_CORE") b0=$(proc_ticks "$BROKER_PID")
-        # in the background + wait, so INT/TERM interrupt the wait and stop both at once
-        timeout --kill-after=5 "$limit" taskset -c "$BENCH_CORE" "$BENCH" "${args[@]}" \
-            --host 127.0.0.1 --port "$PORT" --broker-pid "$BROKER_PID" --json \
-            >"$jout" 2>"$OUT/logs/$peer.$label.bench.err" &
-        BENCH_PID=$!
-        wait "$BENCH_PID"
-        code=$?
-        BENCH_PID=
-        t1=$(date +%s.%N) c1=$(cpu_ticks "$BROKER_CORE") b1=$(proc_ticks "$BROKER_PID")
-        wall=$(awk -v a="$t0" -v b="$t1" 'BEGIN {printf "%.2f", b - a}')
-        bcpu=$(awk -v a="$b0" -v b="$b1" -v t="$CLK_TCK" 'BEGIN {printf "%.2f", (b - a) / t}')
-        # CPU time on the broker's core not spent by the broker: other load disturbing the run
-        foreign=$(awk -v a="$c0" -v b="$c1" -v t="$CLK_TCK" -v x="$bcpu" 'BEGIN {f = (b - a) / t - x; printf "%.2f", f < 0 ? 0 : f}')
-        alive=0
-        kill -0 "$BROKER_PID" 2>/dev/null && alive=1
-        [[ $alive -eq 1 ]] || log "$peer $label: broker died during the run (see $blog)"
-        [[ $code -eq 124 || $code -eq 137 ]] && log "$peer $label: killed after ${limit}s"
-        [[ -s $jout ]] || failed=1
-        log "$peer $label: exit $code $(tail -c 400 "$jout")"
-        append_result "$peer" "$label" "${args[*]}" "$code" "$alive" "$version" "$jout" "$wall" "$bcpu" "$foreign"
-        stop_broker
+        log "$peer $label: latency at half throughput: --rate $half per publisher"
+        run_one "$peer" "$bin" "$version" "$label@half" "${r#*|} $BENCH_COMMON" "$half" || true
     done
 done
 
@@ -318,6 +386,26 @@ def get(s, dotted):
 CONN = [("connects/s", "connect_rate", True, "{:,.0f}"),
         ("RSS B/conn", "rss_per_conn_bytes", False, "{:,.0f}"),
         ("CONNACK p99 µs", "connack_us.p99", False, "{:,.0f}")]
+# higher None: a figure without a better direction (no ratio, no ★)
+BACKLOG = [("drain msgs/s", "backlog.drain_msgs_per_s", True, "{:,.0f}"),
+           ("drain s", "backlog.drain_s", False, "{:,.3f}"),
+           ("resume CONNACK p99 µs", "backlog.reconnect_connack_us.p99", False, "{:,.0f}"),
+           ("lost", "lost", False, "{:,.0f}"),
+           ("peak RSS MiB", "broker_hwm_kib", False, "{:,.1f}")]
+STORM = [("reconnects/s", "storm.reconnect_rate", True, "{:,.0f}"),
+         ("CONNACK p50 µs", "storm.connack_us.p50", False, "{:,.0f}"),
+         ("CONNACK p99 µs", "storm.connack_us.p99", False, "{:,.0f}"),
+         ("session missing", "storm.session_missing", False, "{:,.0f}"),
+         ("peak RSS MiB", "broker_hwm_kib", False, "{:,.1f}")]
+SLOW = [("fast out msgs/s", "out_msgs_per_s", True, "{:,.0f}"),
+        ("fast p99 µs", "lat_us.p99", False, "{:,.0f}"),
+        ("fast lost", "lost", False, "{:,.0f}"),
+        ("slow received", "slow.received", None, "{:,.0f}"),
+        ("peak RSS MiB", "broker_hwm_kib", False, "{:,.1f}")]
+HALF = [("in msgs/s (half)", "in_msgs_per_s", True, "{:,.0f}"),
+        ("p50 µs", "lat_us.p50", False, "{:,.0f}"),
+        ("p99 µs", "lat_us.p99", False, "{:,.0f}"),
+        ("p99.9 µs", "lat_us.p999", False, "{:,.0f}")]
 FLOW = [("out msgs/s", "out_msgs_per_s", True, "{:,.0f}"),
         ("in msgs/s", "in_msgs_per_s", True, "{:,.0f}"),
         ("out MB/s", "out_mb_per_s", True, "{:,.1f}"),
@@ -348,7 +436,12 @@ notes = []
 for row in rows:
     some = next((by[(p, row)] for p in peers if (p, row) in by), None)
     scen = get(some, "summary.scenario") if some else None
-    metrics = CONN if (scen == "conn" or row.startswith("conn")) else FLOW
+    if row.endswith("@half"):
+        metrics = HALF
+    elif scen == "conn" or row.startswith("conn"):
+        metrics = CONN
+    else:
+        metrics = {"backlog": BACKLOG, "storm": STORM, "slow": SLOW}.get(scen, FLOW)
     for mi, (mlabel, key, higher, fmt) in enumerate(metrics):
         vals = {}
         for p in peers:
@@ -364,7 +457,7 @@ for row in rows:
                 if v is not None:
                     vals[p] = float(v)
         cand = [v for v in vals.values() if v > 0] if higher else list(vals.values())
-        best = (max(cand) if higher else min(cand)) if cand else None
+        best = (max(cand) if higher else min(cand)) if cand and higher is not None else None
         cells = []
         for p in peers:
             r = by.get((p, row))
@@ -383,10 +476,16 @@ for row in rows:
             if mi == 0 and not get(r["summary"], "ok"):
                 txt += " ⚠"
                 s = r["summary"]
-                notes.append(f"{p} {row}: delivery check failed: published {s.get('published')}, "
-                             f"delivered {s.get('delivered')} of {s.get('expected')} expected, lost {s.get('lost')}, "
-                             f"dup {s.get('duplicated')}, reordered {s.get('out_of_order')}, phantom {s.get('phantom')}, "
-                             f"errors {s.get('errors')}{' (' + s['error_samples'][0] + ')' if s.get('error_samples') else ''}")
+                if scen == "storm":
+                    notes.append(f"{p} {row}: storm check failed: {get(s, 'storm.reconnected')} of "
+                                 f"{s.get('conns')} reconnected, {get(s, 'storm.session_missing')} without "
+                                 f"their session, {get(s, 'storm.echo_failed')} subscriptions not resumed, "
+                                 f"errors {s.get('errors')}")
+                else:
+                    notes.append(f"{p} {row}: delivery check failed: published {s.get('published')}, "
+                                 f"delivered {s.get('delivered')} of {s.get('expected')} expected, lost {s.get('lost')}, "
+                                 f"dup {s.get('duplicated')}, reordered {s.get('out_of_order')}, phantom {s.get('phantom')}, "
+                                 f"errors {s.get('errors')}{' (' + s['error_samples'][0] + ')' if s.get('error_samples') else ''}")
             if mi == 0 and r.get("foreign_cpu_s", 0) > 0.1 * r.get("wall_s", 1):
                 txt += " ‡"
                 notes.append(f"{p} {row}: other processes used {r['foreign_cpu_s']:.1f} s of the broker's "
@@ -403,6 +502,11 @@ print("latency and memory: lower is better, so there the ratio is ≥ 1 and 1.00
 print("⚠ = delivery check failed (loss at QoS ≥ 1, duplicates or reordering); † = broker died;")
 print("‡ = other processes used > 10% of the broker's core during the run.")
 print("out msgs/broker CPU-s = messages delivered per CPU-second the broker used (efficiency).")
+if any(r.endswith("@half") for r in rows):
+    print("ROW@half = ROW rerun at half the in msgs/s this same peer reached in ROW (--rate per")
+    print("publisher, paced per message): latency at a load each broker sustains comfortably.")
+if any(get(by.get((p, r)), "summary.scenario") == "slow" for p in peers for r in rows):
+    print("slow: one subscriber reads at --slow-factor of the others' pace; 'fast' figures exclude it.")
 print()
 versions = {}
 for r in recs:

@@ -75,4 +75,8 @@ run fanout --pubs 1 --subs 100 --qos 2 --duration 3
 run shared --pubs 10 --subs 10 --qos 1 --duration 3
 run large --payload 1048576 --subs 10 --qos 1 --inflight 4 --duration 3
 run large --payload 8388608 --subs 10 --qos 1 --inflight 2 --duration 3
+run backlog --subs 20 --messages 10000 --qos 1
+run storm --conns 2000
+run slow --pubs 1 --subs 20 --qos 0 --duration 3
+run slow --pubs 1 --subs 20 --qos 1 --duration 3
 exit $failed

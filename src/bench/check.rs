@@ -78,8 +78,12 @@ pub struct Tally {
     pub received: u64,
     /// Messages received more than once where the QoS forbids it (0 and 2).
     pub duplicated: u64,
-    /// Repeats at QoS 1, which at-least-once allows; reported, not an error.
+    /// Repeats at QoS 1 carrying the DUP flag, which at-least-once allows; reported, not an
+    /// error.
     pub qos1_dups: u64,
+    /// Repeats at QoS 1 *without* the DUP flag: a redelivery must be marked
+    /// [MQTT-3.3.1-1], so a fresh copy means the broker routed the message twice. An error.
+    pub qos1_unflagged: u64,
     /// Arrivals after a later message of the same publisher (ordered checkers only).
     pub out_of_order: u64,
 }
@@ -87,6 +91,7 @@ pub struct Tally {
 /// The delivery verdict once every publisher's final count is known.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Verdict {
+    /// The receiver's counts.
     pub tally: Tally,
     /// Distinct messages received.
     pub unique: u64,
@@ -121,12 +126,20 @@ impl Checker {
         }
     }
 
-    /// Records one delivery and classifies it.
+    /// Records one delivery carrying the DUP flag (or whose flag is unknown) and classifies
+    /// it.
     pub fn record(&mut self, publisher: u32, seq: u64) -> Arrival {
+        self.record_publish(publisher, seq, true)
+    }
+
+    /// Records one delivery and classifies it; `dup` is the PUBLISH's DUP flag, which a QoS 1
+    /// repeat must carry.
+    pub fn record_publish(&mut self, publisher: u32, seq: u64, dup: bool) -> Arrival {
         self.tally.received += 1;
         let arrival = self.streams.entry(publisher).or_default().record(seq);
         match arrival {
-            Arrival::Duplicate if self.at_least_once => self.tally.qos1_dups += 1,
+            Arrival::Duplicate if self.at_least_once && dup => self.tally.qos1_dups += 1,
+            Arrival::Duplicate if self.at_least_once => self.tally.qos1_unflagged += 1,
             Arrival::Duplicate => self.tally.duplicated += 1,
             Arrival::Late if self.ordered => self.tally.out_of_order += 1,
             _ => {}
@@ -134,6 +147,7 @@ impl Checker {
         arrival
     }
 
+    /// The counts so far.
     pub fn tally(&self) -> Tally {
         self.tally
     }
@@ -244,6 +258,16 @@ mod tests {
             assert_eq!(v.tally.qos1_dups, qos1, "qos {qos}");
             assert_eq!(v.tally.out_of_order, 0, "a repeat is not reordering");
         }
+    }
+
+    #[test]
+    fn a_qos_1_repeat_must_carry_dup() {
+        let mut c = Checker::new(1, true);
+        c.record_publish(0, 0, false);
+        assert_eq!(c.record_publish(0, 0, true), Arrival::Duplicate);
+        assert_eq!(c.record_publish(0, 0, false), Arrival::Duplicate);
+        let t = c.tally();
+        assert_eq!((t.qos1_dups, t.qos1_unflagged, t.duplicated), (1, 1, 0));
     }
 
     #[test]

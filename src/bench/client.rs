@@ -17,8 +17,8 @@ use glommio::net::TcpStream;
 use socket2::{Domain, Protocol, Socket, Type};
 
 use crate::proto::{
-    encode, ConnAck, Connect, Decoder, Packet, Properties, ProtoError, ProtocolVersion, QoS,
-    SubOptions, Subscribe, Utf8Bytes,
+    encode, ConnAck, Connect, Decoder, Disconnect, Packet, Properties, ProtoError, ProtocolVersion,
+    QoS, SubOptions, Subscribe, Utf8Bytes,
 };
 use crate::rt::net::{Io, ReadArena};
 
@@ -122,9 +122,11 @@ async fn wait_connected(sk: &Socket) -> io::Result<()> {
 /// its ack reader, a subscriber's acks, the closer). Whoever appends calls [`Conn::flush`];
 /// if a flush is already running it carries the new bytes too, so writes never interleave.
 pub struct Conn {
+    /// The socket, shared with the connection's [`Reader`].
     pub io: Rc<Io>,
     /// The socket, for checks `Io` does not offer (peeking whether the peer closed).
     pub fd: RawFd,
+    /// Protocol level the packets are encoded for.
     pub version: ProtocolVersion,
     out: RefCell<BytesMut>,
     spare: RefCell<BytesMut>,
@@ -132,6 +134,7 @@ pub struct Conn {
 }
 
 impl Conn {
+    /// A connection with nothing pending.
     pub fn new(io: Rc<Io>, fd: RawFd, version: ProtocolVersion) -> Rc<Conn> {
         Rc::new(Conn {
             io,
@@ -154,6 +157,7 @@ impl Conn {
         self.out.borrow_mut()
     }
 
+    /// Bytes queued and not yet written.
     pub fn pending(&self) -> usize {
         self.out.borrow().len()
     }
@@ -193,6 +197,7 @@ pub struct Reader {
 }
 
 impl Reader {
+    /// A reader decoding `version` packets of at most `max_packet` bytes.
     pub fn new(io: Rc<Io>, version: ProtocolVersion, max_packet: usize) -> Reader {
         Reader {
             io,
@@ -257,15 +262,27 @@ pub fn kind(p: &Packet) -> &'static str {
 
 /// What a connection setup needs to know.
 pub struct Dial<'a> {
+    /// Loopback source address to bind, if any.
     pub src: Option<Ipv4Addr>,
+    /// The broker.
     pub dst: SocketAddr,
+    /// Protocol level.
     pub version: ProtocolVersion,
+    /// Client identifier.
     pub client_id: &'a str,
+    /// Keep-alive seconds.
     pub keepalive: u16,
+    /// Largest packet accepted (announced as Maximum Packet Size in 5.0).
     pub max_packet: usize,
+    /// Clean session (3.1.1) / clean start (5.0). A persistent 5.0 session asks for
+    /// [`SESSION_EXPIRY`] so it outlives the connection but not the benchmark by much.
+    pub clean: bool,
 }
 
-/// TCP connect, CONNECT (clean session), CONNACK. Returns the two halves and the CONNACK.
+/// Session Expiry Interval (seconds) a 5.0 client with a persistent session asks for.
+pub const SESSION_EXPIRY: u32 = 300;
+
+/// TCP connect, CONNECT, CONNACK (accepted). Returns the two halves and the CONNACK.
 pub async fn open(
     d: &Dial<'_>,
     arena: &ReadArena,
@@ -279,10 +296,13 @@ pub async fn open(
         let mut properties = Properties::default();
         if d.version.is_v5() {
             properties.maximum_packet_size = Some(d.max_packet as u32);
+            if !d.clean {
+                properties.session_expiry_interval = Some(SESSION_EXPIRY);
+            }
         }
         conn.queue(&Packet::Connect(Box::new(Connect {
             protocol: d.version,
-            clean_start: true,
+            clean_start: d.clean,
             keep_alive: d.keepalive,
             client_id: Utf8Bytes::from(d.client_id),
             will: None,
@@ -334,6 +354,30 @@ pub async fn subscribe(
         }
     };
     with_timeout(fut, "subscribe").await
+}
+
+/// Sends DISCONNECT and waits (bounded by the handshake timeout) for the broker to close
+/// the connection, so the session is known to be offline when this returns. Packets that
+/// arrive meanwhile are discarded.
+pub async fn leave(conn: &Conn, rx: &mut Reader, arena: &ReadArena) -> Result<(), ClientError> {
+    conn.queue(&Packet::Disconnect(Disconnect {
+        reason: 0,
+        properties: Properties::default(),
+    }));
+    conn.flush().await?;
+    let fut = async {
+        loop {
+            match rx.next(arena).await {
+                Ok(Some(_)) => {}
+                // EOF or a reset: either way the broker has let go.
+                Ok(None) | Err(ClientError::Io(_)) => return Ok(()),
+                Err(e) => return Err(e),
+            }
+        }
+    };
+    let r = with_timeout(fut, "disconnect").await;
+    conn.io.shutdown();
+    r
 }
 
 async fn with_timeout<T>(

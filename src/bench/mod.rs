@@ -1,13 +1,21 @@
 //! `ringmq-bench`, the end-to-end load generator (issue 3 §1): real MQTT clients on glommio
 //! executors, the crate's own codec on the client side, loopback only.
 //!
+//! Scenarios: `conn` (idle connections, memory per connection), `p2p`, `fanin`, `fanout`,
+//! `shared`, `large` (message flows: throughput, latency, loss/duplicates/order), `backlog`
+//! (queues of offline persistent sessions, then their drain), `storm` (every persistent
+//! session drops and reconnects at once) and `slow` (fan-out with one slow subscriber).
+//!
 //! Layout:
 //! - [`header`]: the 20-byte header every payload starts with (publisher, sequence, send time);
 //! - [`check`]: the delivery checker (loss, duplicates, per-publisher order) — pure;
 //! - [`cli`]: flags and the resolved [`cli::Plan`] (topics, quotas, who hears whom) — pure;
 //! - [`client`]: one MQTT client connection (connect from a chosen source address,
 //!   handshakes, shared write path, packet reader);
-//! - [`run`]: generator threads, publisher/subscriber tasks, the coordinator's phases;
+//! - [`run`]: the coordinator's phases ([`run::run`]), one generator thread's state
+//!   ([`run::ctx`]), publisher tasks and the `--rate` pacer ([`run::publisher`]), subscriber
+//!   tasks incl. the offline (`backlog`) and throttled (`slow`) variants
+//!   ([`run::subscriber`]) and the reconnect storm ([`run::storm`]);
 //! - [`report`]: merged histograms and verdicts, the human report and the JSON line.
 //!
 //! Runs on its own threads, one `LocalExecutor` each (`--threads`); nothing here is used by
