@@ -5,7 +5,13 @@ Opens N TCP connections to a running broker, sends a v3.1.1 CONNECT on each (kee
 clean session), waits for every CONNACK, then reads the broker's RSS from /proc and reports
 (RSS_after - RSS_before) / N. Loopback only; bounded in count and time.
 
+With --batch B --batch-pause S the connections are opened B at a time with S seconds between
+batches, the way devices arrive over time: a broker that parks idle connections (ringmq
+--idle-park-secs) then reuses the memory the previous batch released, so the figure is the
+steady-state cost of an idle connection rather than the peak of a simultaneous burst.
+
 usage: idle-conn-mem.py --pid PID [--port 1883] [--count 10000] [--hold 3]
+                        [--batch B --batch-pause S]
 """
 import argparse
 import os
@@ -37,6 +43,8 @@ def main():
     ap.add_argument("--port", type=int, default=1883)
     ap.add_argument("--count", type=int, default=10000)
     ap.add_argument("--hold", type=float, default=3.0)
+    ap.add_argument("--batch", type=int, default=0, help="connections per batch (0 = all at once)")
+    ap.add_argument("--batch-pause", type=float, default=0.0, help="seconds between batches")
     a = ap.parse_args()
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
@@ -45,9 +53,24 @@ def main():
     socks = []
     t0 = time.time()
     for i in range(a.count):
+        if a.batch and i and i % a.batch == 0:
+            await_connacks(socks[i - a.batch:i])
+            time.sleep(a.batch_pause)
         s = socket.create_connection((a.host, a.port), timeout=10)
         s.sendall(connect_packet(b"idle-%08d" % i))
         socks.append(s)
+    await_connacks(socks[(a.count - 1) // a.batch * a.batch if a.batch else 0:])
+    elapsed = time.time() - t0
+    time.sleep(a.hold)
+    after = rss_kib(a.pid)
+    per = (after - before) * 1024 / a.count
+    print(f"connections={a.count} connect_s={elapsed:.2f} rss_before_kib={before} "
+          f"rss_after_kib={after} bytes_per_conn={per:.0f}")
+    for s in socks:
+        s.close()
+
+
+def await_connacks(socks):
     for s in socks:
         ack = b""
         while len(ack) < 4:
@@ -57,14 +80,6 @@ def main():
             ack += chunk
         if ack[0] != 0x20 or ack[3] != 0:
             sys.exit(f"bad CONNACK {ack!r}")
-    elapsed = time.time() - t0
-    time.sleep(a.hold)
-    after = rss_kib(a.pid)
-    per = (after - before) * 1024 / a.count
-    print(f"connections={a.count} connect_s={elapsed:.2f} rss_before_kib={before} "
-          f"rss_after_kib={after} bytes_per_conn={per:.0f}")
-    for s in socks:
-        s.close()
 
 
 if __name__ == "__main__":

@@ -252,6 +252,7 @@ async fn shard_main(
     glommio::spawn_local(ctrl.clone().run_flusher()).detach();
     shard.spawn_drains(data_rx, ctrl_rx);
     glommio::spawn_local(shard.clone().run_ticker()).detach();
+    glommio::spawn_local(crate::conn::run_parking(shard.clone())).detach();
 
     let sk = listener_socket(cfg.listen, cfg.listen_backlog)
         .map_err(|e| format!("shard {}: cannot listen on {}: {e}", shard.id, cfg.listen))?;
@@ -265,7 +266,7 @@ async fn shard_main(
     // Close every client, give writers a moment to flush, then stop.
     let conns: Vec<_> = shard.conns.borrow().values().cloned().collect();
     for c in conns {
-        c.kill();
+        shard.kill_conn(&c);
     }
     let _ = crate::rt::with_timeout(Duration::from_secs(2), async {
         while !shard.conns.borrow().is_empty() {

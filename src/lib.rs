@@ -9,7 +9,7 @@
 //! | [`conn`] | per-connection tasks: handshake, hand-off, reader, writer, keep-alive | the connection's home shard |
 //! | [`shard`] | one executor's state and its mesh drain/ticker tasks | one shard |
 //! | [`pressure`] | publisher flow control: congested subscribers pause their publishers, slow consumers | one shard |
-//! | [`rt`] | the only glommio-facing code: sockets, mesh outboxes, notify primitives | per shard |
+//! | [`rt`] | the only glommio-facing code: sockets, mesh outboxes, notify primitives, the parking lot for idle sockets | per shard |
 //! | [`metrics`] | per-shard counters (every enforced limit is counted) | one shard |
 //! | [`config`] | defaults, TOML file, CLI flags | read-only copy per shard |
 //! | [`broker`] | start-up checks, data-dir lock, pool, signals, shutdown | main thread |

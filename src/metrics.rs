@@ -62,6 +62,10 @@ counters! {
     publisher_pauses,
     /// Sessions declared slow consumers (congested past `slow_consumer_ms`).
     slow_consumers,
+    /// Idle connections parked (tasks dropped, socket watched by the shard's epoll set).
+    parks,
+    /// Parked connections resumed (input, messages to send, or close).
+    unparks,
 }
 
 impl Metrics {

@@ -58,10 +58,10 @@ impl Pressure {
             congested: RefCell::default(),
             hit: Cell::new(false),
             relieved: Signal::new(),
-            high_msgs: (limits.max_queued_messages / 2).max(1),
-            high_bytes: (limits.max_queued_bytes / 2).max(1),
-            low_msgs: limits.max_queued_messages / 4,
-            low_bytes: limits.max_queued_bytes / 4,
+            high_msgs: (limits.max_queued_messages as usize / 2).max(1),
+            high_bytes: (limits.max_queued_bytes as usize / 2).max(1),
+            low_msgs: limits.max_queued_messages as usize / 4,
+            low_bytes: limits.max_queued_bytes as usize / 4,
             timeout: (slow_consumer_ms > 0).then(|| Duration::from_millis(slow_consumer_ms)),
         }
     }

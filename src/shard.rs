@@ -28,6 +28,7 @@ use crate::route::subs::{delivery_qos, Hit, LocalSubs, SessionKey};
 use crate::route::table::RouteTable;
 use crate::rt::mesh::Outbox;
 use crate::rt::net::{close_fd, ReadArena};
+use crate::rt::park::Parking;
 use crate::rt::sync::{Countdown, Notify};
 use crate::session::{Delivery, Enqueued, Limits, Publication, Session};
 
@@ -134,6 +135,8 @@ struct Wheel {
 }
 
 const WHEEL_SLOTS: usize = 1024;
+/// Wheel entries with this bit set are park checks, not keep-alive checks.
+const PARK_CHECK: u64 = 1 << 63;
 
 impl Wheel {
     fn schedule(&mut self, conn: u64, at: u64) {
@@ -144,6 +147,12 @@ impl Wheel {
 
 /// Everything one shard owns. Lives in an `Rc` on the shard's thread.
 pub struct Shard {
+    /// Idle connections' sockets; `None` when parking is off or unavailable.
+    parking: Option<Parking>,
+    /// The parking lot stopped working: park no more.
+    pub parking_failed: Cell<bool>,
+    resume_queue: RefCell<Vec<Rc<Conn>>>,
+    pub resume_wake: Notify,
     pub id: usize,
     pub shards: usize,
     pub cfg: Arc<Config>,
@@ -187,13 +196,31 @@ impl Shard {
         data: Rc<Outbox<Arc<Publication>>>,
         ctrl: Rc<Outbox<Ctrl>>,
     ) -> Rc<Shard> {
+        // Config validation keeps these within u32.
         let limits = Limits {
-            max_inflight: cfg.max_inflight,
-            max_queued_messages: cfg.max_queued_messages,
-            max_queued_bytes: cfg.max_queued_bytes,
+            max_inflight: cfg.max_inflight as u32,
+            max_queued_messages: cfg.max_queued_messages.min(u32::MAX as usize) as u32,
+            max_queued_bytes: cfg.max_queued_bytes.min(u32::MAX as usize) as u32,
         };
         let pressure = Pressure::new(&limits, cfg.slow_consumer_ms);
+        let parking = if cfg.idle_park_secs == 0 {
+            None
+        } else {
+            match Parking::new() {
+                Ok(p) => Some(p),
+                Err(e) => {
+                    tracing::warn!(
+                        "cannot create the parking lot ({e}); idle connections will not park"
+                    );
+                    None
+                }
+            }
+        };
         Rc::new(Shard {
+            parking,
+            parking_failed: Cell::new(false),
+            resume_queue: RefCell::default(),
+            resume_wake: Notify::new(),
             id: data.me(),
             shards: cfg.shards,
             cfg,
@@ -261,7 +288,7 @@ impl Shard {
             let old = cell.conn.borrow_mut().take();
             if let Some(old) = old {
                 Metrics::inc(&self.metrics.takeovers);
-                old.kill();
+                self.kill_conn(&old);
             }
             self.remove_session(&cell);
         }
@@ -447,7 +474,8 @@ impl Shard {
     /// Queue one message for one session and wake its writer.
     pub fn deliver(&self, cell: &Rc<SessionCell>, d: Delivery) {
         let mut st = cell.state.borrow_mut();
-        match st.enqueue(d) {
+        let outcome = st.enqueue(d);
+        match outcome {
             Enqueued::Queued => {}
             Enqueued::QueuedEvictingQos0(n) => {
                 let c = &self.metrics.dropped_qos0_evicted;
@@ -458,6 +486,9 @@ impl Shard {
         if let Some(conn) = cell.conn.borrow().as_ref() {
             conn.wake_writer();
             self.pressure.on_enqueue(cell, &st, &self.metrics);
+            if conn.is_parked() {
+                self.resume_conn(conn);
+            }
         }
     }
 
@@ -561,6 +592,66 @@ impl Shard {
         }
     }
 
+    // ---- connections ------------------------------------------------------------------
+
+    /// The parking lot, when this shard parks idle connections.
+    pub fn parking_lot(&self) -> Option<&Parking> {
+        if self.parking_failed.get() {
+            return None;
+        }
+        self.parking.as_ref()
+    }
+
+    /// The parking lot even after it failed (to unpark what is still parked).
+    pub fn parking_lot_any(&self) -> Option<&Parking> {
+        self.parking.as_ref()
+    }
+
+    /// Continue a parked connection (no-op for an active one). Deferred to the parking
+    /// task: spawning here could run the connection's task at once (glommio may poll a new
+    /// task immediately) while the caller still holds borrows.
+    pub fn resume_conn(&self, conn: &Rc<Conn>) {
+        if conn.is_parked() && !conn.resume_queued.replace(true) {
+            self.resume_queue.borrow_mut().push(conn.clone());
+            self.resume_wake.notify();
+        }
+    }
+
+    /// Connections waiting to be resumed (taken by the parking task).
+    pub fn take_resumes(&self) -> Vec<Rc<Conn>> {
+        std::mem::take(&mut *self.resume_queue.borrow_mut())
+    }
+
+    /// Close a connection from outside (takeover, keep-alive, shutdown), parked or not.
+    pub fn kill_conn(&self, conn: &Rc<Conn>) {
+        conn.kill();
+        self.resume_conn(conn);
+    }
+
+    /// Check after `idle_park_secs` whether the connection has gone idle.
+    pub fn arm_park_check(&self, conn: &Conn) {
+        if self.parking.is_some() && !conn.park_armed.replace(true) {
+            let at = self.now() + self.cfg.idle_park_secs;
+            self.wheel.borrow_mut().schedule(conn.id | PARK_CHECK, at);
+        }
+    }
+
+    fn park_check(&self, conn: &Rc<Conn>, now: u64) {
+        if conn.is_parked() || conn.is_killed() || self.parking_lot().is_none() {
+            conn.park_armed.set(false);
+            return;
+        }
+        let idle_since = conn.last_seen();
+        let after = self.cfg.idle_park_secs;
+        if conn.take_busy() || idle_since + after > now {
+            let at = (idle_since + after).max(now + 1);
+            self.wheel.borrow_mut().schedule(conn.id | PARK_CHECK, at);
+            return;
+        }
+        conn.park_armed.set(false);
+        conn.request_park();
+    }
+
     // ---- keep-alive -------------------------------------------------------------------
 
     /// Arm the keep-alive check for a connection (no-op for keep-alive 0).
@@ -592,14 +683,19 @@ impl Shard {
                     w.slots[(t as usize) % WHEEL_SLOTS] = later;
                     due
                 };
-                for (id, _) in due {
+                for (tagged, _) in due {
+                    let id = tagged & !PARK_CHECK;
                     let conn = self.conns.borrow().get(&id).cloned();
                     let Some(conn) = conn else { continue };
+                    if tagged & PARK_CHECK != 0 {
+                        self.park_check(&conn, now);
+                        continue;
+                    }
                     match conn.keepalive_deadline() {
                         Some(d) if d <= now => {
                             Metrics::inc(&self.metrics.keepalive_timeouts);
                             tracing::debug!(conn = id, "keep-alive expired");
-                            conn.kill();
+                            self.kill_conn(&conn);
                         }
                         Some(d) => self.wheel.borrow_mut().schedule(id, d),
                         None => {}

@@ -99,12 +99,8 @@ fn fan_in_qos0_loses_nothing_while_the_subscriber_keeps_up() {
     // MQTT-4.3.1); with it the publishers are paused instead, so all 4 × 5000 arrive, each
     // publisher's in order [MQTT-4.6.0-6].
     const N: u32 = 5000;
-    let broker = Broker::start_with(&[
-        "--max-queued-messages",
-        "20",
-        "--slow-consumer-ms",
-        "30000",
-    ]);
+    let broker =
+        Broker::start_with(&["--max-queued-messages", "20", "--slow-consumer-ms", "30000"]);
     let mut sub = Reader::new(subscriber(&broker, "fc-sink", "fc/+/data"));
     let pubs: Vec<_> = (0..4)
         .map(|p| {
@@ -140,12 +136,8 @@ fn a_stalled_subscriber_is_declared_slow_and_stops_pausing_its_publisher() {
     // the same topic for longer than --slow-consumer-ms: after that it is a slow consumer
     // (logged and counted) and only its own queue bound applies to it.
     const N: u32 = 3000;
-    let broker = Broker::start_with(&[
-        "--max-queued-messages",
-        "100",
-        "--slow-consumer-ms",
-        "1000",
-    ]);
+    let broker =
+        Broker::start_with(&["--max-queued-messages", "100", "--slow-consumer-ms", "1000"]);
     let sock =
         socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("socket");
     sock.set_recv_buffer_size(4096).expect("SO_RCVBUF");

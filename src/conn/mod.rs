@@ -1,11 +1,15 @@
 //! Per-connection tasks: accept, the CONNECT handshake and hand-off to the home shard, the
 //! reader (decode → session/route actions) and the writer (session queue → socket).
 //!
-//! Owned by the connection's home shard. Each connection is two tasks sharing one [`Conn`]:
-//! the reader owns the receive side and all protocol handling; the writer drains the
-//! control-packet buffer and the session queue into one coalesced write per wake-up.
+//! Owned by the connection's home shard. An active connection is two tasks sharing one
+//! [`Conn`]: the reader owns the receive side and all protocol handling; the writer drains
+//! the control-packet buffer and the session queue into one coalesced write per wake-up.
+//! After `idle_park_secs` without traffic the connection *parks*: both tasks end, the socket
+//! goes to the shard's parking lot ([`crate::rt::park`]) and only the `Conn` and its session
+//! remain; [`Shard::resume_conn`] (or input on the socket) starts the tasks again.
 
 use std::cell::{Cell, RefCell};
+use std::os::unix::io::RawFd;
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -20,7 +24,7 @@ use crate::proto::{
     ProtoError, ProtocolVersion, PubResp, QoS, SubAck, SubOptions, Subscribe, UnsubAck,
     Unsubscribe, Utf8Bytes,
 };
-use crate::rt::net::{attach_stream, detach_stream, Io};
+use crate::rt::net::{attach_stream, close_fd, detach_stream, Io};
 use crate::rt::sync::Notify;
 use crate::rt::with_timeout;
 use crate::session::{Delivery, Outgoing, PubRecResult, Publication};
@@ -40,7 +44,22 @@ const READ_MAX: usize = 64 * 1024;
 /// tasks and referenced from its session and the shard's connection table.
 pub struct Conn {
     pub id: u64,
-    io: Rc<Io>,
+    /// The socket while the connection is active; `None` while parked.
+    io: RefCell<Option<Rc<Io>>>,
+    /// The raw socket while parked (watched by the shard's parking lot), else -1.
+    parked_fd: Cell<RawFd>,
+    /// The shard asked the reader to park the connection.
+    parking: Cell<bool>,
+    /// The reader asked the writer to exit once it has nothing to write.
+    writer_stop: Cell<bool>,
+    /// The writer is waiting for work (nothing buffered, nothing sendable).
+    writer_idle: Cell<bool>,
+    /// Something was written since the last park check.
+    wrote: Cell<bool>,
+    /// A park check for this connection is in the shard's wheel.
+    pub park_armed: Cell<bool>,
+    /// The connection is in the shard's resume queue.
+    pub resume_queued: Cell<bool>,
     pub version: ProtocolVersion,
     /// Control packets (acks, CONNACK, SUBACK...) waiting for the writer.
     out: RefCell<BytesMut>,
@@ -61,13 +80,40 @@ impl Conn {
         self.writer_wake.notify();
     }
 
-    /// Close the connection from outside (takeover, keep-alive, shutdown).
+    /// Close the connection from outside (takeover, keep-alive, shutdown). A parked
+    /// connection must then be resumed to run its tear-down: use [`Shard::kill_conn`].
     pub fn kill(&self) {
         if !self.killed.replace(true) {
-            self.io.shutdown();
+            if let Some(io) = self.io.borrow().as_ref() {
+                io.shutdown();
+            }
             self.writer_wake.notify();
             self.reader_wake.notify();
         }
+    }
+
+    pub fn is_parked(&self) -> bool {
+        self.parked_fd.get() >= 0
+    }
+
+    pub fn is_killed(&self) -> bool {
+        self.killed.get()
+    }
+
+    /// Seconds-clock time of the last byte received.
+    pub fn last_seen(&self) -> u64 {
+        self.last_seen.get()
+    }
+
+    /// Whether the connection has been busy since the last call (it wrote, or is writing).
+    pub fn take_busy(&self) -> bool {
+        self.wrote.replace(false) || !self.writer_idle.get() || !self.out.borrow().is_empty()
+    }
+
+    /// Ask the reader to park the connection at its next wake-up.
+    pub fn request_park(&self) {
+        self.parking.set(true);
+        self.reader_wake.notify();
     }
 
     /// When the keep-alive expires given the last activity: 1.5 × keep-alive.
@@ -270,7 +316,8 @@ impl From<Box<Connect>> for Hello {
             version: c.protocol,
             clean_start: c.clean_start,
             keep_alive: c.keep_alive,
-            client_id: c.client_id,
+            // A compact copy: the decoded id is a slice of the whole CONNECT buffer.
+            client_id: Utf8Bytes::from(c.client_id.as_str()),
             will: c.will.map(Box::new),
         }
     }
@@ -291,7 +338,14 @@ async fn serve(shard: Rc<Shard>, io: Rc<Io>, hello: Hello, rest: BytesMut) {
     let (cell, present) = shard.open_session(&client_id, clean_start);
     let conn = Rc::new(Conn {
         id: shard.next_conn_id(),
-        io: io.clone(),
+        io: RefCell::new(None),
+        parked_fd: Cell::new(-1),
+        parking: Cell::new(false),
+        writer_stop: Cell::new(false),
+        writer_idle: Cell::new(false),
+        wrote: Cell::new(false),
+        park_armed: Cell::new(false),
+        resume_queued: Cell::new(false),
         version,
         out: RefCell::new(BytesMut::new()),
         writer_wake: Notify::new(),
@@ -308,7 +362,7 @@ async fn serve(shard: Rc<Shard>, io: Rc<Io>, hello: Hello, rest: BytesMut) {
         // [MQTT-3.1.4-2] a second connection with the same client id closes the first.
         Metrics::inc(&shard.metrics.takeovers);
         tracing::debug!(client = %client_id, "session taken over");
-        old.kill();
+        shard.kill_conn(&old);
     }
     shard.conns.borrow_mut().insert(conn.id, conn.clone());
     shard.arm_keepalive(&conn);
@@ -327,12 +381,120 @@ async fn serve(shard: Rc<Shard>, io: Rc<Io>, hello: Hello, rest: BytesMut) {
     }
     tracing::debug!(client = %client_id, shard = shard.id, present, "client connected");
     drop(client_id);
-    glommio::spawn_local(writer(shard.clone(), conn.clone())).detach();
+    run(shard, conn, io, rest).await;
+}
 
-    let mut dec = Decoder::with_version(version, shard.cfg.max_packet_size);
-    let graceful = read_loop(&shard, &conn, &mut dec, rest).await;
+/// Continue a parked connection whose socket became readable, that has messages to send,
+/// or that must be closed. No-op unless it is parked.
+fn resume(shard: &Rc<Shard>, conn: &Rc<Conn>) {
+    conn.resume_queued.set(false);
+    let fd = conn.parked_fd.replace(-1);
+    if fd < 0 {
+        return;
+    }
+    if let Some(lot) = shard.parking_lot_any() {
+        lot.unpark(fd);
+    }
+    Metrics::inc(&shard.metrics.unparks);
+    // SAFETY: the fd was detached from its glommio stream when the connection parked and
+    // has been owned by `parked_fd` since.
+    let stream = unsafe { attach_stream(fd) };
+    glommio::spawn_local(run(
+        shard.clone(),
+        conn.clone(),
+        Io::new(stream),
+        BytesMut::new(),
+    ))
+    .detach();
+}
 
-    // Tear-down.
+/// The shard's parking task: resumes parked connections whose sockets became readable,
+/// and those queued by [`Shard::resume_conn`] (messages to send, kill).
+pub async fn run_parking(shard: Rc<Shard>) {
+    let mut keys = Vec::new();
+    loop {
+        keys.clear();
+        let ready = futures_lite::future::or(
+            async {
+                match shard.parking_lot() {
+                    Some(lot) => lot.ready(&mut keys).await,
+                    None => std::future::pending().await,
+                }
+            },
+            async {
+                shard.resume_wake.notified().await;
+                Ok(())
+            },
+        )
+        .await;
+        for c in shard.take_resumes() {
+            resume(&shard, &c);
+        }
+        if let Err(e) = ready {
+            tracing::error!(shard = shard.id, "parking lot failed: {e}; parking stops");
+            shard.parking_failed.set(true);
+            let parked: Vec<_> = shard
+                .conns
+                .borrow()
+                .values()
+                .filter(|c| c.is_parked())
+                .cloned()
+                .collect();
+            for c in parked {
+                resume(&shard, &c);
+            }
+            continue;
+        }
+        for k in &keys {
+            let conn = shard.conns.borrow().get(k).cloned();
+            if let Some(c) = conn {
+                resume(&shard, &c);
+            }
+        }
+    }
+}
+
+/// Serve a connection until it parks or ends (then tear it down).
+async fn run(shard: Rc<Shard>, conn: Rc<Conn>, io: Rc<Io>, mut rest: BytesMut) {
+    let graceful = loop {
+        *conn.io.borrow_mut() = Some(io.clone());
+        conn.writer_done.set(false);
+        conn.writer_stop.set(false);
+        conn.parking.set(false);
+        shard.arm_park_check(&conn);
+        glommio::spawn_local(writer(shard.clone(), conn.clone(), io.clone())).detach();
+        let mut dec = Decoder::with_version(conn.version, shard.cfg.max_packet_size);
+        let end = read_loop(&shard, &conn, &io, &mut dec, std::mem::take(&mut rest)).await;
+        if end != End::Park {
+            break end == End::Disconnect;
+        }
+        // Park: stop the writer, then give the socket to the parking lot — unless work
+        // arrived meanwhile.
+        conn.writer_stop.set(true);
+        conn.writer_wake.notify();
+        let stopped = with_timeout(Duration::from_secs(1), async {
+            while !conn.writer_done.get() {
+                conn.reader_wake.notified().await;
+            }
+        })
+        .await
+        .is_some();
+        if !stopped || conn.killed.get() {
+            break false;
+        }
+        let idle = conn.out.borrow().is_empty() && !conn.session.state.borrow().has_sendable();
+        if idle {
+            conn.io.borrow_mut().take();
+            match park(&shard, &conn, io) {
+                Ok(()) => return,
+                Err(e) => {
+                    tracing::warn!(conn = conn.id, "cannot park: {e}; closing");
+                    return teardown(&shard, &conn, false);
+                }
+            }
+        }
+        // Work arrived while parking: carry on with a fresh writer.
+    };
     conn.closing.set(true);
     conn.writer_wake.notify();
     let _ = with_timeout(Duration::from_secs(2), async {
@@ -341,9 +503,38 @@ async fn serve(shard: Rc<Shard>, io: Rc<Io>, hello: Hello, rest: BytesMut) {
         }
     })
     .await;
+    teardown(&shard, &conn, graceful);
+}
+
+/// Hand the socket to the shard's parking lot; the connection keeps its place in the
+/// connection table, its session and its keep-alive deadline, but no task.
+fn park(shard: &Rc<Shard>, conn: &Rc<Conn>, io: Rc<Io>) -> std::io::Result<()> {
+    let stream = io
+        .into_stream()
+        .map_err(|_| std::io::Error::other("socket still shared"))?;
+    let fd = detach_stream(stream)?;
+    let parked = match shard.parking_lot() {
+        Some(lot) => lot.park(fd, conn.id),
+        None => Err(std::io::Error::other("parking is off")),
+    };
+    if let Err(e) = parked {
+        close_fd(fd);
+        return Err(e);
+    }
+    conn.parked_fd.set(fd);
+    Metrics::inc(&shard.metrics.parks);
+    tracing::debug!(conn = conn.id, "connection parked");
+    shard.arm_park_check(conn);
+    Ok(())
+}
+
+/// The end of a connection: table, session, will, counters.
+fn teardown(shard: &Rc<Shard>, conn: &Rc<Conn>, graceful: bool) {
     conn.kill();
+    conn.io.borrow_mut().take();
+    let cell = conn.session.clone();
     shard.conns.borrow_mut().remove(&conn.id);
-    let current = matches!(cell.conn.borrow().as_ref(), Some(c) if Rc::ptr_eq(c, &conn));
+    let current = matches!(cell.conn.borrow().as_ref(), Some(c) if Rc::ptr_eq(c, conn));
     if current {
         cell.conn.replace(None);
         shard.pressure.release(&cell);
@@ -369,13 +560,23 @@ async fn serve(shard: Rc<Shard>, io: Rc<Io>, hello: Hello, rest: BytesMut) {
     tracing::debug!(conn = conn.id, graceful, "connection closed");
 }
 
-/// Returns true when the client ended the connection with DISCONNECT.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum End {
+    /// The client sent DISCONNECT.
+    Disconnect,
+    /// EOF, error, violation or kill.
+    Abrupt,
+    /// Idle: the shard asked for the connection to park.
+    Park,
+}
+
 async fn read_loop(
     shard: &Rc<Shard>,
     conn: &Rc<Conn>,
+    io: &Io,
     dec: &mut Decoder,
     mut buf: BytesMut,
-) -> bool {
+) -> End {
     loop {
         loop {
             match dec.decode(&mut buf) {
@@ -385,8 +586,8 @@ async fn read_loop(
                 Ok(Some(p)) => {
                     match handle(shard, conn, p) {
                         Flow::Continue => {}
-                        Flow::Disconnect => return true,
-                        Flow::Close => return false,
+                        Flow::Disconnect => return End::Disconnect,
+                        Flow::Close => return End::Abrupt,
                     }
                     if shard.pressure.take_hit() {
                         // A subscriber this publisher feeds is behind: stop reading (the
@@ -397,7 +598,7 @@ async fn read_loop(
                         }
                         Box::pin(shard.pressure.wait(&shard.metrics)).await;
                         if conn.killed.get() {
-                            return false;
+                            return End::Abrupt;
                         }
                     }
                 }
@@ -408,7 +609,7 @@ async fn read_loop(
                         Metrics::inc(&shard.metrics.packets_too_large);
                     }
                     tracing::info!(conn = conn.id, client = %conn.session.state.borrow().client_id, "closing connection: {e}");
-                    return false;
+                    return End::Abrupt;
                 }
             }
         }
@@ -432,19 +633,36 @@ async fn read_loop(
             Metrics::inc(&shard.metrics.mesh_backpressure);
             glommio::timer::sleep(Duration::from_micros(200)).await;
         }
-        if conn.killed.get() {
-            return false;
-        }
-        match conn.io.read(&shard.arena, READ_MAX).await {
-            Ok(Some(chunk)) => {
-                conn.last_seen.set(shard.now());
-                if buf.is_empty() {
-                    buf = chunk;
-                } else {
-                    buf.extend_from_slice(&chunk);
-                }
+        loop {
+            if conn.killed.get() {
+                return End::Abrupt;
             }
-            Ok(None) | Err(_) => return false,
+            if conn.parking.get() && buf.is_empty() {
+                return End::Park;
+            }
+            // The read races the reader's wake-up (kill, park request, writer progress).
+            let read = futures_lite::future::or(
+                async { Some(io.read(&shard.arena, READ_MAX).await) },
+                async {
+                    conn.reader_wake.notified().await;
+                    None
+                },
+            )
+            .await;
+            match read {
+                None => continue,
+                Some(Ok(Some(chunk))) => {
+                    conn.last_seen.set(shard.now());
+                    conn.parking.set(false);
+                    if buf.is_empty() {
+                        buf = chunk;
+                    } else {
+                        buf.extend_from_slice(&chunk);
+                    }
+                    break;
+                }
+                Some(Ok(None)) | Some(Err(_)) => return End::Abrupt,
+            }
         }
     }
 }
@@ -668,7 +886,7 @@ const ZERO_COPY_PAYLOAD: usize = 16 * 1024;
 
 /// The writer task: coalesces control packets and queued messages into one write; a large
 /// payload goes out straight from the publication's shared buffer after its header.
-async fn writer(shard: Rc<Shard>, conn: Rc<Conn>) {
+async fn writer(shard: Rc<Shard>, conn: Rc<Conn>, io: Rc<Io>) {
     loop {
         let mut tail: Option<bytes::Bytes> = None;
         let buf = {
@@ -718,25 +936,28 @@ async fn writer(shard: Rc<Shard>, conn: Rc<Conn>) {
             std::mem::take(&mut *out)
         };
         if buf.is_empty() {
-            if conn.closing.get() || conn.killed.get() {
+            if conn.closing.get() || conn.killed.get() || conn.writer_stop.get() {
                 break;
             }
             // Idle: hold no write buffer while waiting.
             *conn.out.borrow_mut() = BytesMut::new();
+            conn.writer_idle.set(true);
             conn.writer_wake.notified().await;
+            conn.writer_idle.set(false);
             continue;
         }
         if conn.killed.get() {
             break;
         }
-        if conn.io.write_all(&buf).await.is_err() {
+        if io.write_all(&buf).await.is_err() {
             break;
         }
         if let Some(payload) = tail {
-            if conn.io.write_all(&payload).await.is_err() {
+            if io.write_all(&payload).await.is_err() {
                 break;
             }
         }
+        conn.wrote.set(true);
         conn.reader_wake.notify();
         let mut buf = buf;
         if buf.capacity() <= 16 * 1024 {
@@ -750,6 +971,6 @@ async fn writer(shard: Rc<Shard>, conn: Rc<Conn>) {
     conn.writer_done.set(true);
     conn.reader_wake.notify();
     if conn.closing.get() {
-        conn.io.shutdown();
+        io.shutdown();
     }
 }

@@ -5,6 +5,7 @@
 
 pub mod mesh;
 pub mod net;
+pub mod park;
 pub mod sync;
 
 pub use glommio::timer::sleep;

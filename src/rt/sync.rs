@@ -12,7 +12,7 @@ use std::task::{Context, Poll, Waker};
 #[derive(Default)]
 pub struct Notify {
     permit: Cell<bool>,
-    waker: RefCell<Option<Waker>>,
+    waker: Cell<Option<Waker>>,
 }
 
 impl Notify {
@@ -22,7 +22,7 @@ impl Notify {
 
     pub fn notify(&self) {
         self.permit.set(true);
-        if let Some(w) = self.waker.borrow_mut().take() {
+        if let Some(w) = self.waker.take() {
             w.wake();
         }
     }
@@ -43,7 +43,7 @@ impl Future for Notified<'_> {
         if self.n.permit.replace(false) {
             Poll::Ready(())
         } else {
-            *self.n.waker.borrow_mut() = Some(cx.waker().clone());
+            self.n.waker.set(Some(cx.waker().clone()));
             Poll::Pending
         }
     }

@@ -59,12 +59,12 @@ pub enum Outgoing {
     PubRel(PacketId),
 }
 
-/// Per-session bounds (from the broker config).
+/// Per-session bounds (from the broker config). 32-bit: one copy lives in every session.
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
-    pub max_inflight: usize,
-    pub max_queued_messages: usize,
-    pub max_queued_bytes: usize,
+    pub max_inflight: u32,
+    pub max_queued_messages: u32,
+    pub max_queued_bytes: u32,
 }
 
 /// Result of [`Session::enqueue`].
@@ -106,7 +106,8 @@ pub struct Session {
     queued_qos0: usize,
     inflight: VecDeque<(PacketId, Inflight)>,
     next_pkid: PacketId,
-    incoming_qos2: AHashSet<PacketId>,
+    /// Allocated on the first incoming QoS 2 message (most sessions never see one).
+    incoming_qos2: Option<Box<AHashSet<PacketId>>>,
     limits: Limits,
 }
 
@@ -120,13 +121,23 @@ impl Session {
             queued_qos0: 0,
             inflight: VecDeque::new(),
             next_pkid: 1,
-            incoming_qos2: AHashSet::new(),
+            incoming_qos2: None,
             limits,
         }
     }
 
     pub fn queued(&self) -> usize {
         self.queue.len()
+    }
+
+    /// Whether `next_outgoing` would return a message now.
+    pub fn has_sendable(&self) -> bool {
+        match self.queue.front() {
+            None => false,
+            Some(d) => {
+                d.qos == QoS::AtMostOnce || self.inflight.len() < self.limits.max_inflight as usize
+            }
+        }
     }
 
     /// Bytes (payload + topic) of the queued messages.
@@ -142,12 +153,12 @@ impl Session {
     /// QoS ≥ 1 messages remain, the new message is dropped.
     pub fn enqueue(&mut self, d: Delivery) -> Enqueued {
         let w = d.msg.weight();
-        if w > self.limits.max_queued_bytes {
+        if w > self.limits.max_queued_bytes as usize {
             return Enqueued::DroppedFull;
         }
         let mut evicted = 0;
-        while self.queue.len() >= self.limits.max_queued_messages
-            || self.queued_bytes + w > self.limits.max_queued_bytes
+        while self.queue.len() >= self.limits.max_queued_messages as usize
+            || self.queued_bytes + w > self.limits.max_queued_bytes as usize
         {
             if !self.evict_oldest_qos0() {
                 return Enqueued::DroppedFull;
@@ -185,7 +196,8 @@ impl Session {
     /// Next message to send, if the inflight window allows. QoS 0 bypasses the window.
     pub fn next_outgoing(&mut self) -> Option<Outgoing> {
         let front_qos = self.queue.front()?.qos;
-        if front_qos != QoS::AtMostOnce && self.inflight.len() >= self.limits.max_inflight {
+        if front_qos != QoS::AtMostOnce && self.inflight.len() >= self.limits.max_inflight as usize
+        {
             return None;
         }
         let d = self.queue.pop_front()?;
@@ -283,16 +295,25 @@ impl Session {
     /// An incoming QoS 2 PUBLISH. Returns true the first time this id is seen (deliver it),
     /// false for a retransmission before PUBREL (acknowledge again, do not deliver).
     pub fn incoming_qos2(&mut self, pkid: PacketId) -> bool {
-        self.incoming_qos2.insert(pkid)
+        self.incoming_qos2
+            .get_or_insert_with(Box::default)
+            .insert(pkid)
     }
 
     /// PUBREL from the client: forget the id (PUBCOMP is sent either way).
     pub fn incoming_pubrel(&mut self, pkid: PacketId) -> bool {
-        self.incoming_qos2.remove(&pkid)
+        let Some(set) = self.incoming_qos2.as_mut() else {
+            return false;
+        };
+        let known = set.remove(&pkid);
+        if set.is_empty() {
+            self.incoming_qos2 = None;
+        }
+        known
     }
 
     pub fn incoming_qos2_pending(&self) -> usize {
-        self.incoming_qos2.len()
+        self.incoming_qos2.as_ref().map_or(0, |s| s.len())
     }
 }
 
@@ -300,7 +321,7 @@ impl Session {
 mod tests {
     use super::*;
 
-    fn lim(inflight: usize, msgs: usize) -> Limits {
+    fn lim(inflight: u32, msgs: u32) -> Limits {
         Limits {
             max_inflight: inflight,
             max_queued_messages: msgs,
