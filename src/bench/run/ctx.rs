@@ -93,6 +93,7 @@ pub struct Ctx {
 /// Body of generator thread `thread`: spawns its clients, follows the phases, closes
 /// everything once the coordinator says so and returns what it measured.
 pub async fn thread_main(plan: Arc<Plan>, sh: Arc<Shared>, thread: usize) -> ThreadResult {
+    sh.hearts[thread].register();
     let ctx = Rc::new(Ctx {
         arena: ReadArena::new(READ_ARENA),
         stats: RefCell::new(ThreadResult::default()),
@@ -117,7 +118,7 @@ pub async fn thread_main(plan: Arc<Plan>, sh: Arc<Shared>, thread: usize) -> Thr
         "publishers",
     );
     let spawn = |f, tq| glommio::spawn_local_into(f, tq).expect("task queue exists");
-    let watcher = glommio::spawn_local(watch(ctx.clone()));
+    let watcher = glommio::spawn_local(watch(ctx.clone(), thread));
     let p = &ctx.plan;
     let mut tasks = Vec::new();
     for i in (0..p.sub_filters.len()).filter(|&i| p.sub_thread(i) == thread) {
@@ -153,13 +154,15 @@ pub async fn thread_main(plan: Arc<Plan>, sh: Arc<Shared>, thread: usize) -> Thr
     if p.audience == Audience::Group && thread == 0 {
         stats.group = Some(ctx.group.borrow().clone());
     }
+    ctx.sh.hearts[thread].unregister();
     stats
 }
 
 /// Mirrors the coordinator's phase flags into this thread's gates; finishing opens them
-/// all, so no task waits forever.
-async fn watch(ctx: Rc<Ctx>) {
+/// all, so no task waits forever. Beats the thread's heart every round until then.
+async fn watch(ctx: Rc<Ctx>, thread: usize) {
     loop {
+        ctx.sh.hearts[thread].beat();
         if ctx.sh.start_ns.load(Relaxed) != 0 {
             ctx.start.open();
         }

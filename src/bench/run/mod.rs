@@ -12,6 +12,7 @@
 //! [`publisher`], [`subscriber`] (incl. the `backlog` and `slow` variants) and [`storm`].
 
 pub mod ctx;
+pub mod kick;
 pub mod publisher;
 pub mod storm;
 pub mod subscriber;
@@ -91,6 +92,8 @@ pub struct Shared {
     pub echo_failed: AtomicUsize,
     /// Close every connection and return.
     pub finish: AtomicBool,
+    /// Each generator thread's heartbeat, for the [`kick`] watchdog.
+    pub hearts: Arc<Vec<kick::Heart>>,
 }
 
 /// What one generator thread measured. Sent back to the coordinator at the end.
@@ -204,8 +207,10 @@ pub fn run(plan: Plan) -> Result<Outcome, String> {
         sent: (0..plan.pubs.len()).map(|_| AtomicU64::new(0)).collect(),
         first_connect_ns: AtomicU64::new(u64::MAX),
         re_first_connect_ns: AtomicU64::new(u64::MAX),
+        hearts: Arc::new((0..plan.threads).map(|_| kick::Heart::default()).collect()),
         ..Shared::default()
     });
+    let watchdog = kick::spawn_watchdog(sh.hearts.clone());
     let rss_before = plan.broker_pid.and_then(|p| proc_status_kib(p, "VmRSS:"));
     sh.epoch_ns.store(now_ns(), Relaxed);
     let mut handles = Vec::new();
@@ -282,7 +287,9 @@ pub fn run(plan: Plan) -> Result<Outcome, String> {
         }
         read_rss(&plan, &mut out, 2);
     }
-    out.threads = join(&sh, handles)?;
+    let joined = join(&sh, handles);
+    watchdog.store(true, Relaxed);
+    out.threads = joined?;
     Ok(out)
 }
 
