@@ -72,9 +72,10 @@ pub struct Cli {
     /// more CPU) [default: 0].
     #[arg(long, value_name = "MICROS")]
     pub spin_before_park_us: Option<u64>,
-    /// Milliseconds publishers may be paused for an online subscriber whose queue is over
-    /// half full; past that it is marked a slow consumer and its queue limits apply alone
-    /// (QoS 0 evicted first, then drops). 0 = never pause publishers [default: 100].
+    /// Publishers feeding an online subscriber whose queue is over half full are paused; if
+    /// that subscriber's socket then accepts nothing for this many milliseconds it is marked a
+    /// slow consumer and its queue limits apply alone (QoS 0 evicted first, then drops).
+    /// 0 = never pause publishers [default: 500].
     #[arg(long, value_name = "MILLIS")]
     pub slow_consumer_ms: Option<u64>,
     /// Seconds without traffic after which a connection is parked: its tasks are dropped and
@@ -132,7 +133,7 @@ impl Default for Config {
             max_retained: 1_000_000,
             listen_backlog: 4096,
             spin_before_park_us: 0,
-            slow_consumer_ms: 100,
+            slow_consumer_ms: 500,
             idle_park_secs: 5,
         }
     }

@@ -7,20 +7,22 @@
 //! lands in a *congested* session (online, queue over half its limit) stops reading its
 //! socket — its further messages wait in its TCP window, and at QoS ≥ 1 its acks wait too —
 //! until some congested session drains to a quarter of its limit. A session that stays
-//! congested for `slow_consumer_ms` is marked *slow*: publishers stop waiting for it and its
-//! queue limits alone apply (QoS 0 evicted first, then drops, all counted) until it has
-//! drained its queue completely.
+//! congested while its socket accepts nothing for `slow_consumer_ms` is marked *slow*:
+//! publishers stop waiting for it and its queue limits alone apply (QoS 0 evicted first, then
+//! drops, all counted) until it has drained its queue completely. A subscriber that reads —
+//! however loaded the shard is (say 8 MiB messages to 100 subscribers) — is never declared
+//! slow: its publishers are throttled to the rate it drains instead, and nothing is dropped.
 //!
 //! Owned by one shard: the state lives in [`Shard`](crate::shard::Shard), the session flag in
 //! [`SessionCell`].
 
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::metrics::Metrics;
 use crate::rt::sync::Signal;
-use crate::rt::with_timeout;
+use crate::rt::{clock_ms, with_timeout};
 use crate::session::{Limits, Session};
 use crate::shard::SessionCell;
 
@@ -38,8 +40,8 @@ pub enum Standing {
 
 /// The shard's flow-control state.
 pub struct Pressure {
-    /// Congested sessions and since when.
-    congested: RefCell<Vec<(Rc<SessionCell>, Instant)>>,
+    /// Congested sessions and since when ([`clock_ms`]).
+    congested: RefCell<Vec<(Rc<SessionCell>, u32)>>,
     /// The message just delivered landed in a congested session (read by the publisher).
     hit: Cell<bool>,
     /// Fired whenever a congested session clears (or is declared slow).
@@ -74,9 +76,7 @@ impl Pressure {
                     && (st.queued() >= self.high_msgs || st.queued_bytes() >= self.high_bytes)
                 {
                     cell.standing.set(Standing::Congested);
-                    self.congested
-                        .borrow_mut()
-                        .push((cell.clone(), Instant::now()));
+                    self.congested.borrow_mut().push((cell.clone(), clock_ms()));
                     Metrics::inc(&m.congestions);
                     self.hit.set(true);
                 }
@@ -140,10 +140,16 @@ impl Pressure {
     }
 
     fn expire(&self, timeout: Duration, m: &Metrics) {
-        let now = Instant::now();
+        let now = clock_ms();
+        let limit = timeout.as_millis() as u32;
         let mut any = false;
         self.congested.borrow_mut().retain(|(c, since)| {
-            if now.duration_since(*since) < timeout {
+            // Stalled = congested *and* the socket accepted nothing, both for the timeout.
+            let mut idle = now.wrapping_sub(*since);
+            if let Some(conn) = c.conn.borrow().as_ref() {
+                idle = idle.min(now.wrapping_sub(conn.progress_ms()));
+            }
+            if idle < limit {
                 return true;
             }
             c.standing.set(Standing::Slow);

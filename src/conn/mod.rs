@@ -60,6 +60,8 @@ pub struct Conn {
     pub park_armed: Cell<bool>,
     /// The connection is in the shard's resume queue.
     pub resume_queued: Cell<bool>,
+    /// [`crate::rt::clock_ms`] of the last bytes the socket accepted (slow-consumer check).
+    progress_ms: Cell<u32>,
     pub version: ProtocolVersion,
     /// Control packets (acks, CONNACK, SUBACK...) waiting for the writer.
     out: RefCell<BytesMut>,
@@ -94,6 +96,11 @@ impl Conn {
 
     pub fn is_parked(&self) -> bool {
         self.parked_fd.get() >= 0
+    }
+
+    /// [`crate::rt::clock_ms`] when the socket last accepted bytes from the writer.
+    pub fn progress_ms(&self) -> u32 {
+        self.progress_ms.get()
     }
 
     pub fn is_killed(&self) -> bool {
@@ -346,6 +353,7 @@ async fn serve(shard: Rc<Shard>, io: Rc<Io>, hello: Hello, rest: BytesMut) {
         wrote: Cell::new(false),
         park_armed: Cell::new(false),
         resume_queued: Cell::new(false),
+        progress_ms: Cell::new(crate::rt::clock_ms()),
         version,
         out: RefCell::new(BytesMut::new()),
         writer_wake: Notify::new(),
@@ -949,11 +957,15 @@ async fn writer(shard: Rc<Shard>, conn: Rc<Conn>, io: Rc<Io>) {
         if conn.killed.get() {
             break;
         }
-        if io.write_all(&buf).await.is_err() {
+        if io.write_all_tracked(&buf, &conn.progress_ms).await.is_err() {
             break;
         }
         if let Some(payload) = tail {
-            if io.write_all(&payload).await.is_err() {
+            if io
+                .write_all_tracked(&payload, &conn.progress_ms)
+                .await
+                .is_err()
+            {
                 break;
             }
         }

@@ -11,6 +11,16 @@ pub mod sync;
 pub use glommio::timer::sleep;
 pub use glommio::{spawn_local, yield_if_needed, Task};
 
+/// Milliseconds since the first call in this process (wraps after ~49 days: compare with
+/// `wrapping_sub`). Four bytes where a per-connection timestamp must stay small.
+pub fn clock_ms() -> u32 {
+    static EPOCH: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+    EPOCH
+        .get_or_init(std::time::Instant::now)
+        .elapsed()
+        .as_millis() as u32
+}
+
 /// Run `fut` for at most `d`; `None` if time ran out (the future is dropped).
 pub async fn with_timeout<T>(
     d: std::time::Duration,

@@ -140,13 +140,24 @@ impl Io {
     }
 
     /// Write all of `data`.
-    pub async fn write_all(&self, mut data: &[u8]) -> io::Result<()> {
+    pub async fn write_all(&self, data: &[u8]) -> io::Result<()> {
+        self.write_all_tracked(data, &std::cell::Cell::new(0)).await
+    }
+
+    /// Write all of `data`; `progress` is set to [`super::clock_ms`] after every partial
+    /// write (so a long write to a client that does read is not mistaken for a stall).
+    pub async fn write_all_tracked(
+        &self,
+        mut data: &[u8],
+        progress: &std::cell::Cell<u32>,
+    ) -> io::Result<()> {
         while !data.is_empty() {
             let n =
                 poll_fn(|cx| Pin::new(&mut *self.stream.borrow_mut()).poll_write(cx, data)).await?;
             if n == 0 {
                 return Err(io::ErrorKind::WriteZero.into());
             }
+            progress.set(super::clock_ms());
             data = &data[n..];
         }
         Ok(())
