@@ -625,6 +625,7 @@ async fn read_loop(
             // Release the arena chunk this buffer pointed into; idle connections hold none.
             buf = BytesMut::new();
         }
+        flush_inline(shard, conn, io);
         if !conn.out.borrow().is_empty() {
             conn.writer_wake.notify();
         }
@@ -885,6 +886,50 @@ fn write_outgoing(shard: &Shard, out: &mut BytesMut, version: ProtocolVersion, o
         Outgoing::PubRel(pkid) => {
             let _ = encode(&Packet::PubRel(ack(pkid)), version, out);
         }
+    }
+}
+
+/// Send acks and small queued messages straight from the reader after it processed a chunk,
+/// instead of waiting for the writer's turn behind every other runnable task (a QoS 1/2
+/// window refill or a publisher's PUBACK then leaves within the same poll). Only while the
+/// writer is idle, so nothing of its own is half written; what the socket does not take
+/// stays in `out` for the writer, in order. Large payloads stay with the writer (zero-copy).
+fn flush_inline(shard: &Shard, conn: &Conn, io: &Io) {
+    if !conn.writer_idle.get() || conn.writer_done.get() || conn.killed.get() {
+        return;
+    }
+    let mut out = conn.out.borrow_mut();
+    {
+        let mut st = conn.session.state.borrow_mut();
+        while out.len() < WRITE_BATCH {
+            match st.next_payload_len() {
+                Some(len) if len < ZERO_COPY_PAYLOAD => {}
+                _ => break,
+            }
+            match st.next_outgoing() {
+                Some(o) => write_outgoing(shard, &mut out, conn.version, o),
+                None => break,
+            }
+        }
+        shard.pressure.on_dequeue(&conn.session, &st);
+    }
+    if out.is_empty() {
+        return;
+    }
+    match io.try_send(&out) {
+        Ok(0) => {}
+        Ok(n) => {
+            conn.progress_ms.set(crate::rt::clock_ms());
+            conn.wrote.set(true);
+            if n == out.len() {
+                // All sent: hold no write buffer while idle.
+                *out = BytesMut::new();
+            } else {
+                bytes::Buf::advance(&mut *out, n);
+            }
+        }
+        // The writer meets the same error on its next write and ends the connection.
+        Err(_) => {}
     }
 }
 

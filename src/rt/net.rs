@@ -163,6 +163,30 @@ impl Io {
         Ok(())
     }
 
+    /// One non-blocking send of `data` straight from the caller (no task hop): the bytes the
+    /// socket took, 0 if it would block.
+    pub fn try_send(&self, data: &[u8]) -> io::Result<usize> {
+        let fd = self.stream.borrow().as_raw_fd();
+        // SAFETY: fd is valid while the stream lives; data is a valid slice.
+        let n = unsafe {
+            libc::send(
+                fd,
+                data.as_ptr().cast(),
+                data.len(),
+                libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+            )
+        };
+        if n >= 0 {
+            return Ok(n as usize);
+        }
+        let e = io::Error::last_os_error();
+        if e.kind() == io::ErrorKind::WouldBlock {
+            Ok(0)
+        } else {
+            Err(e)
+        }
+    }
+
     /// Shut the socket down in both directions (wakes any pending read with EOF).
     pub fn shutdown(&self) {
         let fd = self.stream.borrow().as_raw_fd();

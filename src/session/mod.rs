@@ -130,6 +130,14 @@ impl Session {
         self.queue.len()
     }
 
+    /// Payload size of the message `next_outgoing` would return now, if any.
+    pub fn next_payload_len(&self) -> Option<usize> {
+        if !self.has_sendable() {
+            return None;
+        }
+        self.queue.front().map(|d| d.msg.payload.len())
+    }
+
     /// Whether `next_outgoing` would return a message now.
     pub fn has_sendable(&self) -> bool {
         match self.queue.front() {
