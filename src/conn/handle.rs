@@ -1,0 +1,183 @@
+//! Protocol handling of one decoded packet from a client: publishes, acknowledgements,
+//! (un)subscriptions, pings and DISCONNECT.
+
+use super::*;
+
+pub(super) enum Flow {
+    Continue,
+    Disconnect,
+    Close,
+}
+
+pub(super) fn handle(shard: &Rc<Shard>, conn: &Rc<Conn>, p: Packet) -> Flow {
+    match p {
+        Packet::Publish(p) => {
+            Metrics::inc(&shard.metrics.publishes_in);
+            let pkid = p.pkid;
+            let qos = p.qos;
+            let fresh = match qos {
+                QoS::ExactlyOnce => conn.session.state.borrow_mut().incoming_qos2(pkid),
+                _ => true,
+            };
+            if fresh {
+                shard.pressure.take_hit(); // only this publish's deliveries count
+                                           // No Local (v5) compares the publisher's client id; a 3.1.x publisher can
+                                           // never be its own No Local subscriber, so skip the per-message clone.
+                let origin = if conn.version.is_v5() {
+                    conn.session.state.borrow().client_id.clone()
+                } else {
+                    Utf8Bytes::default()
+                };
+                shard.publish(Arc::new(Publication {
+                    topic: p.topic,
+                    payload: p.payload,
+                    qos,
+                    retain: p.retain,
+                    props: if conn.version.is_v5() && !p.properties.is_empty() {
+                        Some(p.properties)
+                    } else {
+                        None
+                    },
+                    origin,
+                }));
+            }
+            match qos {
+                QoS::AtMostOnce => {}
+                QoS::AtLeastOnce => conn.send(&Packet::PubAck(ack(pkid))),
+                QoS::ExactlyOnce => conn.send(&Packet::PubRec(ack(pkid))),
+            }
+        }
+        Packet::PubAck(r) => {
+            if conn.session.state.borrow_mut().on_puback(r.pkid) {
+                conn.wake_writer();
+            }
+        }
+        Packet::PubRec(r) => {
+            let res = conn.session.state.borrow_mut().on_pubrec(r.pkid);
+            let mut rel = ack(r.pkid);
+            if res == PubRecResult::Unknown && conn.version.is_v5() {
+                rel.reason = 0x92; // packet identifier not found
+            }
+            conn.send(&Packet::PubRel(rel));
+        }
+        Packet::PubRel(r) => {
+            let known = conn.session.state.borrow_mut().incoming_pubrel(r.pkid);
+            let mut comp = ack(r.pkid);
+            if !known && conn.version.is_v5() {
+                comp.reason = 0x92;
+            }
+            conn.send(&Packet::PubComp(comp));
+        }
+        Packet::PubComp(r) => {
+            if conn.session.state.borrow_mut().on_pubcomp(r.pkid) {
+                conn.wake_writer();
+            }
+        }
+        Packet::Unsubscribe(u) => unsubscribe(shard, conn, u),
+        Packet::PingReq => conn.send(&Packet::PingResp),
+        Packet::Disconnect(_) => {
+            // [MQTT-3.14.4-3] discard the will on DISCONNECT.
+            conn.will.replace(None);
+            return Flow::Disconnect;
+        }
+        other => {
+            // CONNACK, SUBACK, UNSUBACK, PINGRESP, AUTH (3.1.x) from a client: protocol error.
+            Metrics::inc(&shard.metrics.protocol_errors);
+            tracing::info!(
+                conn = conn.id,
+                "closing connection: unexpected packet type {} from a client",
+                other.type_id()
+            );
+            return Flow::Close;
+        }
+    }
+    Flow::Continue
+}
+
+pub(super) fn ack(pkid: u16) -> PubResp {
+    PubResp {
+        pkid,
+        reason: 0,
+        properties: Default::default(),
+    }
+}
+
+pub(super) async fn subscribe(shard: &Rc<Shard>, conn: &Rc<Conn>, s: Subscribe) {
+    let key = conn.session.key;
+    let mut codes = Vec::with_capacity(s.filters.len());
+    let mut new_routes = Vec::new();
+    let mut granted: Vec<(Utf8Bytes, SubOptions)> = Vec::new();
+    for (filter, opts) in s.filters {
+        if filter.starts_with("$share/") {
+            // Shared subscriptions arrive with the MQTT 5 work; refuse rather than mis-serve.
+            codes.push(0x80);
+            continue;
+        }
+        {
+            let mut st = conn.session.state.borrow_mut();
+            if !st.subs.contains_key(filter.as_str())
+                && st.subs.len() >= shard.cfg.max_subscriptions
+            {
+                Metrics::inc(&shard.metrics.subscriptions_refused);
+                codes.push(0x80);
+                continue;
+            }
+            st.subs.insert(filter.clone(), opts);
+        }
+        if shard.subscribe_local(&filter, key, opts) {
+            new_routes.push(filter.clone());
+        }
+        codes.push(opts.qos as u8);
+        granted.push((filter, opts));
+    }
+    shard.announce_routes(&new_routes).await;
+    conn.send(&Packet::SubAck(SubAck {
+        pkid: s.pkid,
+        codes,
+        properties: Default::default(),
+    }));
+    // [MQTT-3.3.1-6] retained messages for each new subscription, after the SUBACK.
+    for (filter, opts) in granted {
+        if opts.retain_handling == 2 {
+            continue;
+        }
+        for msg in shard.retained_for(&filter).await {
+            let qos = msg.qos.min(opts.qos);
+            shard.deliver(
+                &conn.session,
+                Delivery {
+                    msg,
+                    qos,
+                    retain: true,
+                },
+            );
+        }
+    }
+    conn.wake_writer();
+}
+
+pub(super) fn unsubscribe(shard: &Rc<Shard>, conn: &Rc<Conn>, u: Unsubscribe) {
+    let key = conn.session.key;
+    let mut codes = Vec::new();
+    for filter in &u.filters {
+        let existed = conn
+            .session
+            .state
+            .borrow_mut()
+            .subs
+            .remove(filter.as_str())
+            .is_some();
+        if existed {
+            shard.unsubscribe_local(filter, key);
+        }
+        codes.push(if existed { 0x00 } else { 0x11 });
+    }
+    if !conn.version.is_v5() {
+        codes.clear();
+    }
+    conn.send(&Packet::UnsubAck(UnsubAck {
+        pkid: u.pkid,
+        codes,
+        properties: Default::default(),
+    }));
+}

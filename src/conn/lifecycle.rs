@@ -1,0 +1,288 @@
+//! A served connection's life on its home shard: the reader loop, parking an idle
+//! connection and resuming it, and the tear-down (table, session, will, counters).
+
+use super::*;
+
+/// Continue a parked connection whose socket became readable, that has messages to send,
+/// or that must be closed. No-op unless it is parked.
+pub(super) fn resume(shard: &Rc<Shard>, conn: &Rc<Conn>) {
+    conn.resume_queued.set(false);
+    let fd = conn.parked_fd.replace(-1);
+    if fd < 0 {
+        return;
+    }
+    if let Some(lot) = shard.parking_lot_any() {
+        lot.unpark(fd);
+    }
+    Metrics::inc(&shard.metrics.unparks);
+    // SAFETY: the fd was detached from its glommio stream when the connection parked and
+    // has been owned by `parked_fd` since.
+    let stream = unsafe { attach_stream(fd) };
+    glommio::spawn_local(run(
+        shard.clone(),
+        conn.clone(),
+        Io::new(stream),
+        BytesMut::new(),
+    ))
+    .detach();
+}
+
+/// The shard's parking task: resumes parked connections whose sockets became readable,
+/// and those queued by [`Shard::resume_conn`] (messages to send, kill).
+pub async fn run_parking(shard: Rc<Shard>) {
+    let mut keys = Vec::new();
+    loop {
+        keys.clear();
+        let ready = futures_lite::future::or(
+            async {
+                match shard.parking_lot() {
+                    Some(lot) => lot.ready(&mut keys).await,
+                    None => std::future::pending().await,
+                }
+            },
+            async {
+                shard.resume_wake.notified().await;
+                Ok(())
+            },
+        )
+        .await;
+        for c in shard.take_resumes() {
+            resume(&shard, &c);
+        }
+        if let Err(e) = ready {
+            tracing::error!(shard = shard.id, "parking lot failed: {e}; parking stops");
+            shard.parking_failed.set(true);
+            let parked: Vec<_> = shard
+                .conns
+                .borrow()
+                .values()
+                .filter(|c| c.is_parked())
+                .cloned()
+                .collect();
+            for c in parked {
+                resume(&shard, &c);
+            }
+            continue;
+        }
+        for k in &keys {
+            let conn = shard.conns.borrow().get(k).cloned();
+            if let Some(c) = conn {
+                resume(&shard, &c);
+            }
+        }
+    }
+}
+
+/// Serve a connection until it parks or ends (then tear it down).
+pub(super) async fn run(shard: Rc<Shard>, conn: Rc<Conn>, io: Rc<Io>, mut rest: BytesMut) {
+    let graceful = loop {
+        *conn.io.borrow_mut() = Some(io.clone());
+        conn.writer_done.set(false);
+        conn.writer_stop.set(false);
+        conn.parking.set(false);
+        shard.arm_park_check(&conn);
+        glommio::spawn_local(writer(shard.clone(), conn.clone(), io.clone())).detach();
+        let mut dec = Decoder::with_version(conn.version, shard.cfg.max_packet_size);
+        let end = read_loop(&shard, &conn, &io, &mut dec, std::mem::take(&mut rest)).await;
+        if end != End::Park {
+            break end == End::Disconnect;
+        }
+        // Park: stop the writer, then give the socket to the parking lot — unless work
+        // arrived meanwhile.
+        conn.writer_stop.set(true);
+        conn.writer_wake.notify();
+        let stopped = with_timeout(Duration::from_secs(1), async {
+            while !conn.writer_done.get() {
+                conn.reader_wake.notified().await;
+            }
+        })
+        .await
+        .is_some();
+        if !stopped || conn.killed.get() {
+            break false;
+        }
+        let idle = conn.out.borrow().is_empty() && !conn.session.state.borrow().has_sendable();
+        if idle {
+            conn.io.borrow_mut().take();
+            match park(&shard, &conn, io) {
+                Ok(()) => return,
+                Err(e) => {
+                    tracing::warn!(conn = conn.id, "cannot park: {e}; closing");
+                    return teardown(&shard, &conn, false);
+                }
+            }
+        }
+        // Work arrived while parking: carry on with a fresh writer.
+    };
+    conn.closing.set(true);
+    conn.writer_wake.notify();
+    let _ = with_timeout(Duration::from_secs(2), async {
+        while !conn.writer_done.get() {
+            conn.reader_wake.notified().await;
+        }
+    })
+    .await;
+    teardown(&shard, &conn, graceful);
+}
+
+/// Hand the socket to the shard's parking lot; the connection keeps its place in the
+/// connection table, its session and its keep-alive deadline, but no task.
+pub(super) fn park(shard: &Rc<Shard>, conn: &Rc<Conn>, io: Rc<Io>) -> std::io::Result<()> {
+    let stream = io
+        .into_stream()
+        .map_err(|_| std::io::Error::other("socket still shared"))?;
+    let fd = detach_stream(stream)?;
+    let parked = match shard.parking_lot() {
+        Some(lot) => lot.park(fd, conn.id),
+        None => Err(std::io::Error::other("parking is off")),
+    };
+    if let Err(e) = parked {
+        close_fd(fd);
+        return Err(e);
+    }
+    conn.parked_fd.set(fd);
+    Metrics::inc(&shard.metrics.parks);
+    tracing::debug!(conn = conn.id, "connection parked");
+    shard.arm_park_check(conn);
+    Ok(())
+}
+
+/// The end of a connection: table, session, will, counters.
+pub(super) fn teardown(shard: &Rc<Shard>, conn: &Rc<Conn>, graceful: bool) {
+    conn.kill();
+    conn.io.borrow_mut().take();
+    let cell = conn.session.clone();
+    shard.conns.borrow_mut().remove(&conn.id);
+    let current = matches!(cell.conn.borrow().as_ref(), Some(c) if Rc::ptr_eq(c, conn));
+    if current {
+        cell.conn.replace(None);
+        shard.pressure.release(&cell);
+    }
+    if !graceful {
+        if let Some(will) = conn.will.borrow_mut().take() {
+            // [MQTT-3.1.2-8] publish the will when the connection ends without DISCONNECT.
+            Metrics::inc(&shard.metrics.wills_published);
+            shard.publish(Arc::new(Publication {
+                topic: will.topic,
+                payload: will.payload,
+                qos: will.qos,
+                retain: will.retain,
+                props: None,
+                origin: cell.state.borrow().client_id.clone(),
+            }));
+        }
+    }
+    if current && cell.clean.get() {
+        shard.remove_session(&cell);
+    }
+    shard.global.connections.fetch_sub(1, Ordering::Relaxed);
+    tracing::debug!(conn = conn.id, graceful, "connection closed");
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum End {
+    /// The client sent DISCONNECT.
+    Disconnect,
+    /// EOF, error, violation or kill.
+    Abrupt,
+    /// Idle: the shard asked for the connection to park.
+    Park,
+}
+
+pub(super) async fn read_loop(
+    shard: &Rc<Shard>,
+    conn: &Rc<Conn>,
+    io: &Io,
+    dec: &mut Decoder,
+    mut buf: BytesMut,
+) -> End {
+    loop {
+        loop {
+            match dec.decode(&mut buf) {
+                // Boxed: subscribing is rare and its future is large; the per-connection
+                // reader state stays small.
+                Ok(Some(Packet::Subscribe(sub))) => Box::pin(subscribe(shard, conn, sub)).await,
+                Ok(Some(p)) => {
+                    match handle(shard, conn, p) {
+                        Flow::Continue => {}
+                        Flow::Disconnect => return End::Disconnect,
+                        Flow::Close => return End::Abrupt,
+                    }
+                    if shard.pressure.take_hit() {
+                        // A subscriber this publisher feeds is behind: stop reading (the
+                        // rest stays in `buf` and the socket) until it catches up. Boxed:
+                        // the wait is rare and would otherwise enlarge every reader.
+                        if !conn.out.borrow().is_empty() {
+                            conn.writer_wake.notify();
+                        }
+                        Box::pin(shard.pressure.wait(&shard.metrics)).await;
+                        if conn.killed.get() {
+                            return End::Abrupt;
+                        }
+                    }
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    Metrics::inc(&shard.metrics.protocol_errors);
+                    if matches!(e, ProtoError::PacketTooLarge { .. }) {
+                        Metrics::inc(&shard.metrics.packets_too_large);
+                    }
+                    tracing::info!(conn = conn.id, client = %conn.session.state.borrow().client_id, "closing connection: {e}");
+                    return End::Abrupt;
+                }
+            }
+        }
+        if buf.is_empty() {
+            // Release the arena chunk this buffer pointed into; idle connections hold none.
+            buf = BytesMut::new();
+        }
+        flush_inline(shard, conn, io);
+        if !conn.out.borrow().is_empty() {
+            conn.writer_wake.notify();
+        }
+        // Fairness: a read that finds data never suspends, so a flooding publisher would
+        // run until its socket is empty while the subscribers' writers it just woke wait
+        // (and their queues overflow). Let them run after every chunk.
+        futures_lite::future::yield_now().await;
+        // Backpressure: never buffer without bound on behalf of a client.
+        while conn.out.borrow().len() > WRITE_HIGH_WATER && !conn.killed.get() {
+            Metrics::inc(&shard.metrics.write_backpressure);
+            conn.reader_wake.notified().await;
+        }
+        while shard.data.backlog() > MESH_HIGH_WATER && !conn.killed.get() {
+            Metrics::inc(&shard.metrics.mesh_backpressure);
+            glommio::timer::sleep(Duration::from_micros(200)).await;
+        }
+        loop {
+            if conn.killed.get() {
+                return End::Abrupt;
+            }
+            if conn.parking.get() && buf.is_empty() {
+                return End::Park;
+            }
+            // The read races the reader's wake-up (kill, park request, writer progress).
+            let read = futures_lite::future::or(
+                async { Some(io.read(&shard.arena, READ_MAX).await) },
+                async {
+                    conn.reader_wake.notified().await;
+                    None
+                },
+            )
+            .await;
+            match read {
+                None => continue,
+                Some(Ok(Some(chunk))) => {
+                    conn.last_seen.set(shard.now());
+                    conn.parking.set(false);
+                    if buf.is_empty() {
+                        buf = chunk;
+                    } else {
+                        buf.extend_from_slice(&chunk);
+                    }
+                    break;
+                }
+                Some(Ok(None)) | Some(Err(_)) => return End::Abrupt,
+            }
+        }
+    }
+}
