@@ -166,9 +166,4 @@ impl Pressure {
             self.relieved.notify_all();
         }
     }
-
-    /// Sessions currently congested (for tests and the shutdown summary).
-    pub fn congested(&self) -> usize {
-        self.congested.borrow().len()
-    }
 }

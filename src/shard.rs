@@ -474,8 +474,7 @@ impl Shard {
     /// Queue one message for one session and wake its writer.
     pub fn deliver(&self, cell: &Rc<SessionCell>, d: Delivery) {
         let mut st = cell.state.borrow_mut();
-        let outcome = st.enqueue(d);
-        match outcome {
+        match st.enqueue(d) {
             Enqueued::Queued => {}
             Enqueued::QueuedEvictingQos0(n) => {
                 let c = &self.metrics.dropped_qos0_evicted;
@@ -486,9 +485,7 @@ impl Shard {
         if let Some(conn) = cell.conn.borrow().as_ref() {
             conn.wake_writer();
             self.pressure.on_enqueue(cell, &st, &self.metrics);
-            if conn.is_parked() {
-                self.resume_conn(conn);
-            }
+            self.resume_conn(conn);
         }
     }
 

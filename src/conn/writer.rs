@@ -168,7 +168,12 @@ pub(super) async fn writer(shard: Rc<Shard>, conn: Rc<Conn>, io: Rc<Io>) {
             }
         }
         conn.wrote.set(true);
-        conn.reader_wake.notify();
+        if buf.len() > WRITE_HIGH_WATER {
+            // Only then can the reader be waiting for write backpressure (it alone fills
+            // `out`). Waking it after every write would cost a futile read per write now
+            // that its read races `reader_wake`.
+            conn.reader_wake.notify();
+        }
         let mut buf = buf;
         if buf.capacity() <= 16 * 1024 {
             buf.clear();

@@ -106,8 +106,8 @@ impl Parking {
 
     /// Wait until at least one parked socket is readable; its key is appended to `keys`.
     pub async fn ready(&self, keys: &mut Vec<u64>) -> io::Result<()> {
-        let mut events: Vec<libc::epoll_event> =
-            vec![libc::epoll_event { events: 0, u64: 0 }; EVENTS];
+        // In the (one per shard) parking task's frame: no allocation per readiness round.
+        let mut events = [libc::epoll_event { events: 0, u64: 0 }; EVENTS];
         loop {
             // SAFETY: valid epoll fd and a buffer of EVENTS entries; timeout 0 = no wait.
             let n = unsafe {
