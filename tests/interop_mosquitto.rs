@@ -8,7 +8,6 @@ mod common;
 
 use common::*;
 use rumqttc::QoS;
-use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc::Receiver;
 use std::time::{Duration, Instant};
@@ -58,15 +57,7 @@ impl Sub {
             .stderr(Stdio::inherit())
             .spawn()
             .expect("spawn mosquitto_sub");
-        let out = child.stdout.take().unwrap();
-        let (tx, lines) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(out).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    return;
-                }
-            }
-        });
+        let lines = stdout_lines(&mut child, Some);
         let mut sub = Sub { child, lines };
         let deadline = Instant::now() + WAIT;
         loop {

@@ -5,7 +5,6 @@
 mod common;
 
 use common::*;
-use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -53,15 +52,7 @@ fn spawn_broker(data_dir: &std::path::Path) -> (Child, std::sync::mpsc::Receiver
         .stderr(Stdio::null())
         .spawn()
         .expect("spawn ringmq");
-    let out = child.stdout.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(out).lines().map_while(Result::ok) {
-            if let Some(a) = line.strip_prefix("ringmq listening on ") {
-                let _ = tx.send(a.trim().to_string());
-            }
-        }
-    });
+    let rx = stdout_lines(&mut child, listen_address);
     (child, rx)
 }
 

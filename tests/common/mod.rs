@@ -103,16 +103,7 @@ impl Broker {
             .stdout(Stdio::piped())
             .stderr(Stdio::from(stderr));
         let mut child = cmd.spawn().expect("spawn ringmq");
-        let stdout = child.stdout.take().expect("stdout");
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let mut lines = BufReader::new(stdout).lines();
-            while let Some(Ok(line)) = lines.next() {
-                if let Some(addr) = line.strip_prefix("ringmq listening on ") {
-                    let _ = tx.send(addr.trim().to_string());
-                }
-            }
-        });
+        let rx = stdout_lines(&mut child, listen_address);
         let addr = match rx.recv_timeout(Duration::from_secs(20)) {
             Ok(a) => a.parse().expect("listen address"),
             Err(_) => {
@@ -189,6 +180,33 @@ impl Drop for Broker {
         let _ = std::fs::remove_dir_all(&self.data_dir);
         let _ = std::fs::remove_file(&self.stderr_log);
     }
+}
+
+/// Forward a child's stdout, line by line, to a channel from a reader thread; `keep` maps a
+/// line to what is sent (`None`: skip it). The child must have been spawned with a piped
+/// stdout.
+pub fn stdout_lines(
+    child: &mut Child,
+    keep: impl Fn(String) -> Option<String> + Send + 'static,
+) -> std::sync::mpsc::Receiver<String> {
+    let out = child.stdout.take().expect("piped stdout");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(out).lines().map_while(Result::ok) {
+            if let Some(l) = keep(line) {
+                if tx.send(l).is_err() {
+                    return;
+                }
+            }
+        }
+    });
+    rx
+}
+
+/// The address in ringmq's `ringmq listening on ADDR` line.
+pub fn listen_address(line: String) -> Option<String> {
+    line.strip_prefix("ringmq listening on ")
+        .map(|a| a.trim().to_string())
 }
 
 /// A raw TCP connection for hand-crafted packets.

@@ -166,6 +166,27 @@ pub struct Resume {
     pub echo_failed: usize,
 }
 
+impl Resume {
+    /// The reconnect phase's counters as they stand in `sh`; `offline` and `resumed` are the
+    /// caller's snapshot, the scenario-specific fields start at zero.
+    pub fn from_shared(sh: &Shared, offline: usize, resumed: usize) -> Resume {
+        Resume {
+            offline,
+            resumed,
+            failed: sh.resume_failed.load(Relaxed),
+            session_missing: sh.session_missing.load(Relaxed),
+            secs: secs(
+                sh.re_last_connack_ns
+                    .load(Relaxed)
+                    .saturating_sub(sh.re_first_connect_ns.load(Relaxed)),
+            ),
+            drain_secs: 0.0,
+            echoed: 0,
+            echo_failed: 0,
+        }
+    }
+}
+
 /// Everything the coordinator measured, for [`super::report`].
 pub struct Outcome {
     /// Each generator thread's measurements.
@@ -336,18 +357,8 @@ fn flow(plan: &Plan, sh: &Shared, out: &mut Outcome) {
     out.slow_secs = secs(sh.slow_last_ns.load(Relaxed).saturating_sub(start));
     if plan.offline_subs {
         out.resume = Some(Resume {
-            offline: sh.offline.load(Relaxed),
-            resumed: sh.resumed.load(Relaxed),
-            failed: sh.resume_failed.load(Relaxed),
-            session_missing: sh.session_missing.load(Relaxed),
-            secs: secs(
-                sh.re_last_connack_ns
-                    .load(Relaxed)
-                    .saturating_sub(sh.re_first_connect_ns.load(Relaxed)),
-            ),
             drain_secs: out.deliver_secs,
-            echoed: 0,
-            echo_failed: 0,
+            ..Resume::from_shared(sh, sh.offline.load(Relaxed), sh.resumed.load(Relaxed))
         });
     }
 }

@@ -17,7 +17,7 @@ use glommio::timer::sleep;
 
 use super::ctx::{Ctx, Link};
 use super::subscriber::{ack_for, resume, STALE};
-use super::{secs, wait_for, Outcome, Resume, Shared, PHASE_RESUME, PHASE_VERIFY};
+use super::{wait_for, Outcome, Resume, Shared, PHASE_RESUME, PHASE_VERIFY};
 use crate::bench::cli::{Plan, StormClose};
 use crate::bench::client::{self, kind, ClientError};
 use crate::bench::header::{now_ns, Header, HEADER_LEN};
@@ -222,18 +222,9 @@ pub fn coordinate(plan: &Plan, sh: &Shared, out: &mut Outcome, limit: Duration) 
         sh.echoed.load(Relaxed) + sh.echo_failed.load(Relaxed) >= resumed
     });
     out.resume = Some(Resume {
-        offline,
-        resumed,
-        failed: sh.resume_failed.load(Relaxed),
-        session_missing: sh.session_missing.load(Relaxed),
-        secs: secs(
-            sh.re_last_connack_ns
-                .load(Relaxed)
-                .saturating_sub(sh.re_first_connect_ns.load(Relaxed)),
-        ),
-        drain_secs: 0.0,
         echoed: sh.echoed.load(Relaxed),
         // Still waiting counts as failed.
         echo_failed: resumed - sh.echoed.load(Relaxed).min(resumed),
+        ..Resume::from_shared(sh, offline, resumed)
     });
 }
