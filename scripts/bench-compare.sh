@@ -19,7 +19,8 @@
 # in_msgs_per_s / 2 / publishers (--rate is per publisher; the generator paces per message,
 # publishers staggered). Its table rows give p50 / p99 / p99.9 latency at that load.
 #
-# Peers: ringmq = `target/release/ringmq --shards 1` (built here unless --no-build);
+# Peers: ringmq = `target/release/ringmq --shards 1 --max-inflight 100` (built here unless
+# --no-build; the window is rumqttd's fixed outgoing window, given to every peer);
 # mosquitto / nats-server from apt, rumqttd from `cargo install rumqttd` (installed if
 # missing, unless --no-install). A peer that cannot be installed or started is skipped with
 # a message. Configs: scripts/peers/{mosquitto.conf,rumqttd.toml,nats.conf}, with @PORT@ and
@@ -206,8 +207,10 @@ start_broker() {
     RUNDIR=$(mktemp -d /tmp/bench-compare.XXXXXX)
     case $peer in
         ringmq)
+            # --max-inflight 100: every peer gets the outgoing window rumqttd has fixed
+            # (src/router/iobufs.rs MAX_INFLIGHT = 100); see scripts/peers/*.
             taskset -c "$BROKER_CORE" "$bin" --shards 1 --listen "127.0.0.1:$PORT" \
-                --data-dir "$RUNDIR/data" --log-level warn >"$logf" 2>&1 & ;;
+                --max-inflight 100 --data-dir "$RUNDIR/data" --log-level warn >"$logf" 2>&1 & ;;
         mosquitto)
             conf=$RUNDIR/mosquitto.conf
             sed "s|@PORT@|$PORT|g" "$ROOT/scripts/peers/mosquitto.conf" >"$conf"

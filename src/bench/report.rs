@@ -251,6 +251,7 @@ pub fn build(plan: &Plan, out: &Outcome) -> Report {
     j["subs"] = json!(plan.sub_filters.len());
     j["payload"] = json!(plan.payload);
     j["rate"] = json!(plan.rate);
+    j["tick_us"] = json!(plan.tick_ns / 1000);
     j["inflight"] = json!(plan.inflight);
     j["published"] = json!(published);
     j["expected"] = json!(out.expected);

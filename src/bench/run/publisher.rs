@@ -31,9 +31,11 @@ pub const MAX_LAG_NS: u64 = 5_000_000;
 /// messages back to back, but at most [`MAX_LAG_NS`] worth of them. Pure.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Pacer {
+    start: u64,
     next: u64,
     interval: u64,
     max_lag: u64,
+    tick: u64,
 }
 
 impl Pacer {
@@ -43,15 +45,33 @@ impl Pacer {
         let interval = 1_000_000_000u64.checked_div(rate).filter(|&i| i > 0)?;
         let offset = interval * j as u64 / n.max(1) as u64;
         Some(Pacer {
+            start: start_ns,
             next: start_ns + offset,
             interval,
             max_lag: MAX_LAG_NS.max(interval),
+            tick: 0,
         })
+    }
+
+    /// Wake only on a grid of `tick_ns` from the common start (0: per message), so every
+    /// publisher of a thread shares one wake-up per tick.
+    pub fn with_tick(mut self, tick_ns: u64) -> Pacer {
+        self.tick = tick_ns;
+        self
     }
 
     /// When the next message is due ([`now_ns`] time).
     pub fn due(&self) -> u64 {
         self.next
+    }
+
+    /// When to wake for the next message: its due time, rounded up to the tick grid.
+    pub fn wake_at(&self) -> u64 {
+        if self.tick == 0 {
+            return self.next;
+        }
+        let since = self.next - self.start;
+        self.start + since.div_ceil(self.tick) * self.tick
     }
 
     /// Records that the due message left at `now`: the next one is due one interval later,
@@ -159,17 +179,17 @@ async fn publish(
     let qos = ctx.qos();
     let start = ctx.sh.start_ns.load(Relaxed);
     let deadline = start + p.duration.as_nanos() as u64;
-    let mut pacer = Pacer::new(start, p.rate, j, p.pubs.len());
+    let mut pacer = Pacer::new(start, p.rate, j, p.pubs.len()).map(|x| x.with_tick(p.tick_ns));
     let mut payload = vec![0x5Au8; p.payload];
     while *seq < quota {
         let mut now = now_ns();
         if now >= deadline || ctx.sh.stop.load(Relaxed) {
             break;
         }
-        if let Some(due) = pacer.map(|p| p.due()) {
-            if due > now {
+        if let Some(pacer) = pacer {
+            if pacer.due() > now {
                 conn.flush().await?;
-                sleep(Duration::from_nanos(due - now)).await;
+                sleep(Duration::from_nanos(pacer.wake_at().saturating_sub(now))).await;
                 now = now_ns();
             }
         }
@@ -310,6 +330,31 @@ mod tests {
             assert_eq!(w[1] - w[0], 1_000_000, "gap before message {}", i + 1);
         }
         assert_eq!(t[0], 5);
+    }
+
+    #[test]
+    fn a_tick_grid_batches_the_wake_ups() {
+        // 10 000 msgs/s on a 1 ms grid: wake once per millisecond, then send the ten
+        // messages due by then; the rate over time stays the same.
+        let p = Pacer::new(7, 10_000, 0, 1).unwrap().with_tick(1_000_000);
+        let mut p2 = p;
+        assert_eq!(p.wake_at(), 7, "the first message is due at the start");
+        p2.sent(7);
+        assert_eq!(p2.due(), 100_007);
+        assert_eq!(p2.wake_at(), 1_000_007, "next grid point");
+        let mut q = Pacer::new(7, 10_000, 0, 1).unwrap().with_tick(1_000_000);
+        let mut wakes = std::collections::BTreeSet::new();
+        let mut now = 0;
+        for _ in 0..1000 {
+            if q.due() > now {
+                now = q.wake_at();
+                wakes.insert(now);
+            }
+            q.sent(now);
+        }
+        // Due times 0 … 99.9 ms after the start: the start plus every grid point to 100 ms.
+        assert_eq!(wakes.len(), 101, "one wake per tick");
+        assert!(wakes.iter().all(|w| (w - 7) % 1_000_000 == 0));
     }
 
     #[test]
