@@ -266,7 +266,7 @@ async fn shard_main(
     // Close every client, give writers a moment to flush, then stop.
     let conns: Vec<_> = shard.conns.borrow().values().cloned().collect();
     for c in conns {
-        shard.kill_conn(&c);
+        shard.kill_conn(&c, crate::conn::reason::SERVER_SHUTTING_DOWN);
     }
     let _ = crate::rt::with_timeout(Duration::from_secs(2), async {
         while !shard.conns.borrow().is_empty() {

@@ -83,6 +83,30 @@ pub struct Cli {
     /// instead of a few KB). 0 = never park [default: 5].
     #[arg(long, value_name = "SECS")]
     pub idle_park_secs: Option<u64>,
+    /// Longest session expiry granted, in seconds: a 5.0 client asking for more (or for
+    /// 0xFFFFFFFF, "never") gets this, and a 3.1.x persistent session (clean session 0) ends
+    /// this long after its connection. 4294967295 = never expire [default: 604800 (7 days)].
+    #[arg(long, value_name = "SECS")]
+    pub max_session_expiry: Option<u32>,
+    /// 5.0 Receive Maximum: incoming QoS 1/2 publishes a client may have unacknowledged;
+    /// exceeding it is answered with DISCONNECT 0x93 [default: 1024].
+    #[arg(long, value_name = "N")]
+    pub receive_maximum: Option<u16>,
+    /// 5.0 Topic Alias Maximum: topic aliases a client may set per connection; 0 disables
+    /// them [default: 64].
+    #[arg(long, value_name = "N")]
+    pub topic_alias_maximum: Option<u16>,
+    /// Highest QoS accepted from publishers and granted to subscriptions (0, 1 or 2)
+    /// [default: 2].
+    #[arg(long, value_name = "QOS")]
+    pub maximum_qos: Option<u8>,
+    /// Whether retained messages are supported [default: true].
+    #[arg(long, value_name = "BOOL")]
+    pub retain_available: Option<bool>,
+    /// 5.0 Response Information sent to clients that request it; `%c` is replaced by the
+    /// client id; empty = never sent [default: "response/%c/"].
+    #[arg(long, value_name = "TEMPLATE")]
+    pub response_information: Option<String>,
 }
 
 /// The effective configuration. Cloned into every shard at start; immutable afterwards.
@@ -107,6 +131,12 @@ pub struct Config {
     pub spin_before_park_us: u64,
     pub slow_consumer_ms: u64,
     pub idle_park_secs: u64,
+    pub max_session_expiry: u32,
+    pub receive_maximum: u16,
+    pub topic_alias_maximum: u16,
+    pub maximum_qos: u8,
+    pub retain_available: bool,
+    pub response_information: String,
 }
 
 /// MQTT's largest encodable packet (remaining length 268,435,455 plus a 5-byte header).
@@ -135,6 +165,12 @@ impl Default for Config {
             spin_before_park_us: 0,
             slow_consumer_ms: 500,
             idle_park_secs: 5,
+            max_session_expiry: 7 * 24 * 3600,
+            receive_maximum: 1024,
+            topic_alias_maximum: 64,
+            maximum_qos: 2,
+            retain_available: true,
+            response_information: "response/%c/".into(),
         }
     }
 }
@@ -195,7 +231,13 @@ impl Config {
             listen_backlog,
             spin_before_park_us,
             slow_consumer_ms,
-            idle_park_secs
+            idle_park_secs,
+            max_session_expiry,
+            receive_maximum,
+            topic_alias_maximum,
+            maximum_qos,
+            retain_available,
+            response_information
         );
         if cli.cpus.is_some() {
             cfg.cpus = cli.cpus.clone();
@@ -231,6 +273,12 @@ impl Config {
         }
         if self.slow_consumer_ms > 60_000 {
             return bad("slow_consumer_ms", "must be at most 60000");
+        }
+        if self.receive_maximum == 0 {
+            return bad("receive_maximum", "must be between 1 and 65535");
+        }
+        if self.maximum_qos > 2 {
+            return bad("maximum_qos", "must be 0, 1 or 2");
         }
         if self.listen_backlog <= 0 {
             return bad("listen_backlog", "must be positive");

@@ -8,6 +8,7 @@
 //! | [`route`] | topic trie, route table (filter → shards), local subscribers, retained store | route table replicated on every shard; the rest per shard |
 //! | [`conn`] | per-connection tasks: handshake, hand-off, reader, writer, keep-alive | the connection's home shard |
 //! | [`shard`] | one executor's state and its mesh drain/ticker tasks | one shard |
+//! | [`expiry`] | session lifetimes after their connection, session expiry, delayed wills | one shard |
 //! | [`pressure`] | publisher flow control: congested subscribers pause their publishers, slow consumers | one shard |
 //! | [`rt`] | the only glommio-facing code: sockets, mesh outboxes, notify primitives, the parking lot for idle sockets | per shard |
 //! | [`metrics`] | per-shard counters (every enforced limit is counted) | one shard |
@@ -24,6 +25,7 @@ pub mod bench;
 pub mod broker;
 pub mod config;
 pub mod conn;
+pub mod expiry;
 pub mod metrics;
 pub mod pressure;
 pub mod proto;

@@ -52,6 +52,20 @@ counters! {
     subscriptions_refused,
     /// Will messages published.
     wills_published,
+    /// Delayed wills cancelled because the session was resumed in time (5.0).
+    wills_cancelled,
+    /// Offline sessions removed when their Session Expiry Interval ran out.
+    sessions_expired,
+    /// Queued messages dropped because their Message Expiry Interval ran out (5.0).
+    dropped_expired,
+    /// Messages not sent to a client because the packet exceeded its Maximum Packet Size.
+    dropped_too_large_for_client,
+    /// Connections closed for exceeding the Receive Maximum (5.0, 0x93).
+    receive_maximum_exceeded,
+    /// Connections closed for an invalid topic alias (5.0, 0x94 / 0x82).
+    topic_alias_errors,
+    /// Publishes refused: QoS above `maximum_qos` or RETAIN with `retain_available` off.
+    publishes_refused,
     /// Times a publisher paused reading because the cross-shard outbox was over budget.
     mesh_backpressure,
     /// Times a connection paused reading because its write buffer was over budget.

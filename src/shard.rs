@@ -113,9 +113,11 @@ pub struct SessionCell {
     pub key: SessionKey,
     pub state: RefCell<Session>,
     pub conn: RefCell<Option<Rc<Conn>>>,
-    /// Clean session / clean start of the connection that opened it: the session ends
-    /// with that connection.
-    pub clean: Cell<bool>,
+    /// Seconds the session outlives its connection (Session Expiry Interval): 0 = it ends
+    /// with the connection, `u32::MAX` = never. Set by each connection (and DISCONNECT).
+    pub expiry: Cell<u32>,
+    /// Shard clock second at which this offline session expires; 0 = not scheduled.
+    pub expires_at: Cell<u64>,
     /// Flow-control standing towards publishers.
     pub standing: Cell<Standing>,
 }
@@ -176,6 +178,8 @@ pub struct Shard {
     pub stop: Notify,
     pub limits: Limits,
     pub pressure: Pressure,
+    /// Offline sessions' expiry and delayed wills.
+    pub timers: RefCell<crate::expiry::SessionTimers>,
 }
 
 /// Stable hash (FNV-1a) for placing client ids and retained topics on shards. Stable
@@ -247,6 +251,7 @@ impl Shard {
             stop: Notify::new(),
             pressure,
             limits,
+            timers: RefCell::default(),
         })
     }
 
@@ -271,7 +276,12 @@ impl Shard {
     /// Find or create the session for `client_id`. With `clean`, an existing session is
     /// discarded first [MQTT-3.1.2-6]. Returns the cell and whether state was resumed
     /// (the CONNACK session-present flag).
-    pub fn open_session(&self, client_id: &Utf8Bytes, clean: bool) -> (Rc<SessionCell>, bool) {
+    pub fn open_session(
+        self: &Rc<Self>,
+        client_id: &Utf8Bytes,
+        clean: bool,
+        expiry: u32,
+    ) -> (Rc<SessionCell>, bool) {
         let existing = {
             let s = self.sessions.borrow();
             s.by_id
@@ -280,17 +290,19 @@ impl Shard {
         };
         if let Some(cell) = existing {
             if !clean {
-                cell.clean.set(false);
+                cell.expiry.set(expiry);
+                self.session_resumed(&cell);
                 return (cell, true);
             }
             // Clean start over a live session: close its connection first
-            // [MQTT-3.1.4-2], then discard its state [MQTT-3.1.2-6].
+            // [MQTT-3.1.4-2], then discard its state [MQTT-3.1.2-6] (which ends it: a
+            // delayed will is published).
             let old = cell.conn.borrow_mut().take();
             if let Some(old) = old {
                 Metrics::inc(&self.metrics.takeovers);
-                self.kill_conn(&old);
+                self.kill_conn(&old, crate::conn::reason::SESSION_TAKEN_OVER);
             }
-            self.remove_session(&cell);
+            self.end_session(&cell);
         }
         let mut s = self.sessions.borrow_mut();
         s.next += 1;
@@ -299,7 +311,8 @@ impl Shard {
             key,
             state: RefCell::new(Session::new(client_id.clone(), self.limits)),
             conn: RefCell::new(None),
-            clean: Cell::new(clean),
+            expiry: Cell::new(expiry),
+            expires_at: Cell::new(0),
             standing: Cell::new(Standing::Clear),
         });
         s.by_id.insert(client_id.clone(), key);
@@ -332,6 +345,15 @@ impl Shard {
         for f in filters {
             self.unsubscribe_local(&f, cell.key);
         }
+    }
+
+    /// Whether `cell` is still this shard's registered session (not ended or replaced).
+    pub fn has_session(&self, cell: &Rc<SessionCell>) -> bool {
+        matches!(self.sessions.borrow().cells.get(&cell.key), Some(c) if Rc::ptr_eq(c, cell))
+    }
+
+    pub fn session_by_key(&self, key: SessionKey) -> Option<Rc<SessionCell>> {
+        self.sessions.borrow().cells.get(&key).cloned()
     }
 
     pub fn session_count(&self) -> usize {
@@ -619,9 +641,10 @@ impl Shard {
         std::mem::take(&mut *self.resume_queue.borrow_mut())
     }
 
-    /// Close a connection from outside (takeover, keep-alive, shutdown), parked or not.
-    pub fn kill_conn(&self, conn: &Rc<Conn>) {
-        conn.kill();
+    /// Close a connection from outside (takeover, keep-alive, shutdown), parked or not,
+    /// telling a 5.0 client the reason (DISCONNECT `reason_code`).
+    pub fn kill_conn(&self, conn: &Rc<Conn>, reason_code: u8) {
+        conn.kill_with(reason_code);
         self.resume_conn(conn);
     }
 
@@ -666,6 +689,7 @@ impl Shard {
                 return;
             }
             let now = self.now();
+            self.run_session_timers(now);
             loop {
                 let due = {
                     let mut w = self.wheel.borrow_mut();
@@ -692,7 +716,7 @@ impl Shard {
                         Some(d) if d <= now => {
                             Metrics::inc(&self.metrics.keepalive_timeouts);
                             tracing::debug!(conn = id, "keep-alive expired");
-                            self.kill_conn(&conn);
+                            self.kill_conn(&conn, crate::conn::reason::KEEP_ALIVE_TIMEOUT);
                         }
                         Some(d) => self.wheel.borrow_mut().schedule(id, d),
                         None => {}

@@ -7,38 +7,100 @@ pub(super) enum Flow {
     Continue,
     Disconnect,
     Close,
+    /// Close after telling a 5.0 client why (DISCONNECT with this reason code).
+    Violation(u8),
+}
+
+/// Whether this server takes the PUBLISH at all: QoS within `maximum_qos`
+/// [MQTT-3.2.2-11] and RETAIN only when retained messages are available [MQTT-3.2.2-14].
+fn admit_publish(shard: &Shard, conn: &Conn, p: &crate::proto::Publish) -> Result<(), u8> {
+    let cfg = &shard.cfg;
+    let code = if p.qos as u8 > cfg.maximum_qos {
+        reason::QOS_NOT_SUPPORTED
+    } else if p.retain && !cfg.retain_available {
+        reason::RETAIN_NOT_SUPPORTED
+    } else {
+        return Ok(());
+    };
+    Metrics::inc(&shard.metrics.publishes_refused);
+    tracing::info!(
+        conn = conn.id,
+        qos = p.qos as u8,
+        retain = p.retain,
+        "closing connection: publish not supported (maximum_qos / retain_available)"
+    );
+    Err(code)
 }
 
 pub(super) fn handle(shard: &Rc<Shard>, conn: &Rc<Conn>, p: Packet) -> Flow {
     match p {
         Packet::Publish(p) => {
             Metrics::inc(&shard.metrics.publishes_in);
+            if let Err(code) = admit_publish(shard, conn, &p) {
+                return Flow::Violation(code);
+            }
+            let mut p = p;
+            if let Some(alias) = p.properties.topic_alias.take() {
+                let resolved = match conn.v5.as_deref() {
+                    Some(v) => v.resolve_alias(&mut p.topic, alias, shard.cfg.topic_alias_maximum),
+                    None => Err(reason::PROTOCOL_ERROR),
+                };
+                if let Err(code) = resolved {
+                    Metrics::inc(&shard.metrics.topic_alias_errors);
+                    tracing::info!(
+                        conn = conn.id,
+                        alias,
+                        "closing connection: invalid topic alias"
+                    );
+                    return Flow::Violation(code);
+                }
+            }
             let pkid = p.pkid;
             let qos = p.qos;
             let fresh = match qos {
-                QoS::ExactlyOnce => conn.session.state.borrow_mut().incoming_qos2(pkid),
+                QoS::ExactlyOnce => {
+                    let mut st = conn.session.state.borrow_mut();
+                    if st.incoming_qos2_pending() >= usize::from(shard.cfg.receive_maximum)
+                        && conn.version.is_v5()
+                    {
+                        // [MQTT-3.3.4-7]: more unacknowledged QoS 2 publishes than our
+                        // Receive Maximum.
+                        drop(st);
+                        Metrics::inc(&shard.metrics.receive_maximum_exceeded);
+                        tracing::info!(
+                            conn = conn.id,
+                            "closing connection: receive maximum exceeded"
+                        );
+                        return Flow::Violation(reason::RECEIVE_MAXIMUM_EXCEEDED);
+                    }
+                    st.incoming_qos2(pkid)
+                }
                 _ => true,
             };
             if fresh {
                 shard.pressure.take_hit(); // only this publish's deliveries count
-                                           // No Local (v5) compares the publisher's client id; a 3.1.x publisher can
-                                           // never be its own No Local subscriber, so skip the per-message clone.
-                let origin = if conn.version.is_v5() {
+                let v5 = conn.version.is_v5();
+                // No Local (v5) compares the publisher's client id; a 3.1.x publisher can
+                // never be its own No Local subscriber, so skip the per-message clone.
+                let origin = if v5 {
                     conn.session.state.borrow().client_id.clone()
                 } else {
                     Utf8Bytes::default()
+                };
+                let (props, expiry) = if v5 && !p.properties.is_empty() {
+                    let expiry = crate::expiry::expiry_of(&p.properties);
+                    (Some(p.properties), expiry)
+                } else {
+                    (None, None)
                 };
                 shard.publish(Arc::new(Publication {
                     topic: p.topic,
                     payload: p.payload,
                     qos,
                     retain: p.retain,
-                    props: if conn.version.is_v5() && !p.properties.is_empty() {
-                        Some(p.properties)
-                    } else {
-                        None
-                    },
+                    props,
                     origin,
+                    expiry,
                 }));
             }
             match qos {
@@ -75,9 +137,26 @@ pub(super) fn handle(shard: &Rc<Shard>, conn: &Rc<Conn>, p: Packet) -> Flow {
         }
         Packet::Unsubscribe(u) => unsubscribe(shard, conn, u),
         Packet::PingReq => conn.send(&Packet::PingResp),
-        Packet::Disconnect(_) => {
-            // [MQTT-3.14.4-3] discard the will on DISCONNECT.
-            conn.will.replace(None);
+        Packet::Disconnect(d) => {
+            if let Some(e) = d.properties.session_expiry_interval {
+                let cell = &conn.session;
+                if cell.expiry.get() == 0 && e != 0 {
+                    // [MQTT-3.14.2-2] a session that was to end with the connection cannot
+                    // be extended at DISCONNECT.
+                    Metrics::inc(&shard.metrics.protocol_errors);
+                    tracing::info!(
+                        conn = conn.id,
+                        "closing connection: DISCONNECT sets a session expiry after CONNECT set 0"
+                    );
+                    return Flow::Violation(reason::PROTOCOL_ERROR);
+                }
+                cell.expiry.set(e.min(shard.cfg.max_session_expiry));
+            }
+            // [MQTT-3.14.4-3] discard the will on DISCONNECT, except "Disconnect with Will
+            // Message" (0x04), which asks for it to be published.
+            if d.reason != 0x04 {
+                conn.will.replace(None);
+            }
             return Flow::Disconnect;
         }
         other => {

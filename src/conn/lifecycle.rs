@@ -158,23 +158,10 @@ pub(super) fn teardown(shard: &Rc<Shard>, conn: &Rc<Conn>, graceful: bool) {
         cell.conn.replace(None);
         shard.pressure.release(&cell);
     }
-    if !graceful {
-        if let Some(will) = conn.will.borrow_mut().take() {
-            // [MQTT-3.1.2-8] publish the will when the connection ends without DISCONNECT.
-            Metrics::inc(&shard.metrics.wills_published);
-            shard.publish(Arc::new(Publication {
-                topic: will.topic,
-                payload: will.payload,
-                qos: will.qos,
-                retain: will.retain,
-                props: None,
-                origin: cell.state.borrow().client_id.clone(),
-            }));
-        }
-    }
-    if current && cell.clean.get() {
-        shard.remove_session(&cell);
-    }
+    // A normal DISCONNECT already discarded the will [MQTT-3.14.4-3]; what is left is
+    // published now or after its delay ([`crate::expiry`]).
+    let will = conn.will.borrow_mut().take();
+    shard.connection_ended(&cell, current, will);
     shard.global.connections.fetch_sub(1, Ordering::Relaxed);
     tracing::debug!(conn = conn.id, graceful, "connection closed");
 }
@@ -207,6 +194,10 @@ pub(super) async fn read_loop(
                         Flow::Continue => {}
                         Flow::Disconnect => return End::Disconnect,
                         Flow::Close => return End::Abrupt,
+                        Flow::Violation(code) => {
+                            conn.send_disconnect(code);
+                            return End::Abrupt;
+                        }
                     }
                     if shard.pressure.take_hit() {
                         // A subscriber this publisher feeds is behind: stop reading (the
@@ -228,6 +219,9 @@ pub(super) async fn read_loop(
                         Metrics::inc(&shard.metrics.packets_too_large);
                     }
                     tracing::info!(conn = conn.id, client = %conn.session.state.borrow().client_id, "closing connection: {e}");
+                    // 5.0: say why first [MQTT-4.13.1-1] (0x81 malformed, 0x82 protocol
+                    // error, 0x95 packet too large, ...).
+                    conn.send_disconnect(e.disconnect_reason());
                     return End::Abrupt;
                 }
             }

@@ -28,7 +28,7 @@ use crate::proto::{
     ProtoError, ProtocolVersion, PubResp, QoS, SubAck, SubOptions, Subscribe, UnsubAck,
     Unsubscribe, Utf8Bytes,
 };
-use crate::rt::net::{attach_stream, close_fd, detach_stream, Io};
+use crate::rt::net::{attach_stream, close_fd, detach_stream, send_nonblocking, Io};
 use crate::rt::sync::Notify;
 use crate::rt::with_timeout;
 use crate::session::{Delivery, Outgoing, PubRecResult, Publication};
@@ -36,6 +36,7 @@ use crate::shard::{Ctrl, Handoff, SessionCell, Shard};
 
 mod handle;
 mod lifecycle;
+mod v5;
 mod writer;
 
 use handle::*;
@@ -88,11 +89,50 @@ pub struct Conn {
     last_seen: Cell<u64>,
     will: RefCell<Option<Box<LastWill>>>,
     pub session: Rc<SessionCell>,
+    /// What a 5.0 client negotiated (topic aliases, its maximum packet size...).
+    v5: Option<Box<v5::V5>>,
+}
+
+/// Server-initiated DISCONNECT reason codes (5.0 §3.14.2.1).
+pub mod reason {
+    pub const PROTOCOL_ERROR: u8 = 0x82;
+    pub const SERVER_SHUTTING_DOWN: u8 = 0x8B;
+    pub const KEEP_ALIVE_TIMEOUT: u8 = 0x8D;
+    pub const SESSION_TAKEN_OVER: u8 = 0x8E;
+    pub const RECEIVE_MAXIMUM_EXCEEDED: u8 = 0x93;
+    pub const RETAIN_NOT_SUPPORTED: u8 = 0x9A;
+    pub const QOS_NOT_SUPPORTED: u8 = 0x9B;
 }
 
 impl Conn {
     pub fn wake_writer(&self) {
         self.writer_wake.notify();
+    }
+
+    /// Close the connection from outside, first telling a 5.0 client why with a DISCONNECT
+    /// (takeover 0x8E, keep-alive 0x8D, shutdown 0x8B) when that can be written at once: the
+    /// socket is parked, or the writer is idle with nothing buffered (a half-written packet
+    /// must not be interleaved). Best effort; the close follows either way.
+    pub fn kill_with(&self, reason_code: u8) {
+        if self.killed.get() || !self.version.is_v5() {
+            return self.kill();
+        }
+        let mut buf = BytesMut::new();
+        let d = Packet::Disconnect(crate::proto::Disconnect {
+            reason: reason_code,
+            properties: Default::default(),
+        });
+        if encode(&d, self.version, &mut buf).is_ok() {
+            let fd = self.parked_fd.get();
+            if fd >= 0 {
+                let _ = send_nonblocking(fd, &buf);
+            } else if self.writer_idle.get() && self.out.borrow().is_empty() {
+                if let Some(io) = self.io.borrow().as_ref() {
+                    let _ = io.try_send(&buf);
+                }
+            }
+        }
+        self.kill();
     }
 
     /// Close the connection from outside (takeover, keep-alive, shutdown). A parked
@@ -148,6 +188,17 @@ impl Conn {
         let mut out = self.out.borrow_mut();
         if let Err(e) = encode(p, self.version, &mut out) {
             tracing::error!(conn = self.id, "cannot encode {:?}: {e}", p.type_id());
+        }
+    }
+
+    /// Queue a DISCONNECT with `reason_code` for a 5.0 client (no-op for 3.1.x, which has
+    /// no server DISCONNECT); the writer flushes it before closing.
+    fn send_disconnect(&self, reason_code: u8) {
+        if self.version.is_v5() {
+            self.send(&Packet::Disconnect(crate::proto::Disconnect {
+                reason: reason_code,
+                properties: Default::default(),
+            }));
         }
     }
 }
@@ -256,14 +307,17 @@ async fn handshake(shard: Rc<Shard>, stream: TcpStream) -> bool {
             return false;
         }
     };
-    if connect.client_id.is_empty() {
+    let assigned = connect.client_id.is_empty();
+    if assigned {
         // [MQTT-3.1.3-6] assign an id; pick one whose home is this shard (no hand-off).
         connect.client_id = assign_client_id(&shard);
     }
     let home = shard.shard_of(connect.client_id.as_bytes());
     if home == shard.id {
         // A task of its own: the handshake's state is not carried for the connection's life.
-        glommio::spawn_local(serve(shard, io, Hello::from(connect), rest)).detach();
+        let mut hello = Hello::from(connect);
+        hello.assigned = assigned;
+        glommio::spawn_local(serve(shard, io, hello, rest)).detach();
         return true;
     }
     let stream = match io.into_stream() {
@@ -327,11 +381,16 @@ struct Hello {
     keep_alive: u16,
     client_id: Utf8Bytes,
     will: Option<Box<LastWill>>,
+    /// The broker chose the client id (5.0: sent back in CONNACK).
+    assigned: bool,
+    /// The CONNECT properties (5.0 only).
+    props: Option<Box<crate::proto::Properties>>,
 }
 
 impl From<Box<Connect>> for Hello {
     fn from(c: Box<Connect>) -> Hello {
         let c = *c;
+        let v5 = c.protocol.is_v5();
         Hello {
             version: c.protocol,
             clean_start: c.clean_start,
@@ -339,6 +398,8 @@ impl From<Box<Connect>> for Hello {
             // A compact copy: the decoded id is a slice of the whole CONNECT buffer.
             client_id: Utf8Bytes::from(c.client_id.as_str()),
             will: c.will.map(Box::new),
+            assigned: false,
+            props: v5.then(|| Box::new(c.properties)),
         }
     }
 }
@@ -350,12 +411,22 @@ async fn serve(shard: Rc<Shard>, io: Rc<Io>, hello: Hello, rest: BytesMut) {
         mut keep_alive,
         client_id,
         will,
+        assigned,
+        props,
     } = hello;
-    let max_ka = shard.cfg.max_keep_alive;
+    let cfg = &shard.cfg;
+    let asked_ka = keep_alive;
+    let max_ka = cfg.max_keep_alive;
     if max_ka < u16::MAX && (keep_alive == 0 || keep_alive > max_ka) {
         keep_alive = max_ka;
     }
-    let (cell, present) = shard.open_session(&client_id, clean_start);
+    let props = props.unwrap_or_default();
+    let expiry_asked = props.session_expiry_interval.unwrap_or(0);
+    let expiry = v5::session_expiry(version, clean_start, expiry_asked, cfg.max_session_expiry);
+    let (cell, present) = shard.open_session(&client_id, clean_start, expiry);
+    cell.state
+        .borrow_mut()
+        .set_window(props.receive_maximum, shard.limits.max_inflight);
     let conn = Rc::new(Conn {
         id: shard.next_conn_id(),
         io: RefCell::new(None),
@@ -378,26 +449,47 @@ async fn serve(shard: Rc<Shard>, io: Rc<Io>, hello: Hello, rest: BytesMut) {
         last_seen: Cell::new(shard.now()),
         will: RefCell::new(will),
         session: cell.clone(),
+        v5: version
+            .is_v5()
+            .then(|| Box::new(v5::V5::from_connect(&props))),
     });
     if let Some(old) = cell.conn.replace(Some(conn.clone())) {
-        // [MQTT-3.1.4-2] a second connection with the same client id closes the first.
+        // [MQTT-3.1.4-2] a second connection with the same client id closes the first
+        // (5.0: with DISCONNECT 0x8E, [MQTT-3.1.4-3]).
         Metrics::inc(&shard.metrics.takeovers);
         tracing::debug!(client = %client_id, "session taken over");
-        shard.kill_conn(&old);
+        shard.kill_conn(&old, reason::SESSION_TAKEN_OVER);
     }
     shard.conns.borrow_mut().insert(conn.id, conn.clone());
     shard.arm_keepalive(&conn);
+    let properties = if version.is_v5() {
+        v5::connack_properties(&v5::ConnackFacts {
+            cfg,
+            expiry_asked,
+            expiry_granted: expiry,
+            assigned: assigned.then_some(&client_id),
+            server_keep_alive: (keep_alive != asked_ka).then_some(keep_alive),
+            wants_response_info: props.request_response_information == Some(1),
+            client_id: client_id.as_str(),
+        })
+    } else {
+        Default::default()
+    };
+    drop(props);
     conn.send(&Packet::ConnAck(ConnAck {
         session_present: present,
         code: 0,
-        properties: Default::default(),
+        properties,
     }));
     if present {
         // [MQTT-4.4.0-1] resend unacknowledged PUBLISH (DUP) and PUBREL, in order.
         let resend = cell.state.borrow().resend();
         let mut out = conn.out.borrow_mut();
+        let now = std::time::Instant::now();
         for o in resend {
-            write_outgoing(&shard, &mut out, version, o);
+            if let Some(pkid) = write_outgoing(&shard, &mut out, &conn, o, now) {
+                cell.state.borrow_mut().forget(pkid);
+            }
         }
     }
     tracing::debug!(client = %client_id, shard = shard.id, present, "client connected");

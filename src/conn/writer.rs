@@ -3,43 +3,70 @@
 
 use super::*;
 
+/// Encode one queued item for `conn`. A PUBLISH that would exceed the client's Maximum
+/// Packet Size is not written: it is counted and its packet id returned, and the caller
+/// drops it from the session as if delivered [MQTT-3.1.2-25].
 pub(super) fn write_outgoing(
     shard: &Shard,
     out: &mut BytesMut,
-    version: ProtocolVersion,
+    conn: &Conn,
     o: Outgoing,
-) {
+    now: std::time::Instant,
+) -> Option<u16> {
     match o {
         Outgoing::Publish {
             pkid,
             dup,
             delivery,
         } => {
-            Metrics::inc(&shard.metrics.publishes_out);
             let m = &delivery.msg;
+            let po = v5::publish_out(conn.version, conn.v5.as_deref(), m, now);
+            let before = out.len();
             let res = encode_publish(
                 out,
-                version,
-                m.topic.as_bytes(),
+                conn.version,
+                po.topic,
                 &m.payload,
                 delivery.qos,
                 delivery.retain,
                 dup,
                 pkid,
-                if version.is_v5() {
-                    m.props.as_ref()
-                } else {
-                    None
-                },
+                po.props.as_deref(),
             );
             if let Err(e) = res {
                 tracing::warn!(topic = %m.topic, "cannot encode publish: {e}");
+                return None;
             }
+            if let Some(v) = conn.v5.as_deref() {
+                if out.len() - before > v.max_packet_out {
+                    out.truncate(before);
+                    v.undo_alias(&po);
+                    Metrics::inc(&shard.metrics.dropped_too_large_for_client);
+                    return (pkid != 0).then_some(pkid);
+                }
+            }
+            Metrics::inc(&shard.metrics.publishes_out);
         }
         Outgoing::PubRel(pkid) => {
-            let _ = encode(&Packet::PubRel(ack(pkid)), version, out);
+            let _ = encode(&Packet::PubRel(ack(pkid)), conn.version, out);
         }
     }
+    None
+}
+
+/// Take the next sendable item from the session, first dropping expired messages
+/// (counted) [MQTT-3.3.2-5].
+pub(super) fn next_sendable(
+    shard: &Shard,
+    st: &mut crate::session::Session,
+    now: std::time::Instant,
+) -> Option<Outgoing> {
+    let expired = st.drop_expired(now);
+    if expired > 0 {
+        let c = &shard.metrics.dropped_expired;
+        c.set(c.get() + expired as u64);
+    }
+    st.next_outgoing()
 }
 
 /// Send acks and small queued messages straight from the reader after it processed a chunk,
@@ -54,13 +81,18 @@ pub(super) fn flush_inline(shard: &Shard, conn: &Conn, io: &Io) {
     let mut out = conn.out.borrow_mut();
     {
         let mut st = conn.session.state.borrow_mut();
+        let now = std::time::Instant::now();
         while out.len() < WRITE_BATCH {
             match st.next_payload_len() {
                 Some(len) if len < ZERO_COPY_PAYLOAD => {}
                 _ => break,
             }
-            match st.next_outgoing() {
-                Some(o) => write_outgoing(shard, &mut out, conn.version, o),
+            match next_sendable(shard, &mut st, now) {
+                Some(o) => {
+                    if let Some(pkid) = write_outgoing(shard, &mut out, conn, o, now) {
+                        st.forget(pkid);
+                    }
+                }
                 None => break,
             }
         }
@@ -99,41 +131,54 @@ pub(super) async fn writer(shard: Rc<Shard>, conn: Rc<Conn>, io: Rc<Io>) {
             let mut out = conn.out.borrow_mut();
             if !conn.killed.get() {
                 let mut st = conn.session.state.borrow_mut();
+                let now = std::time::Instant::now();
                 while out.len() < WRITE_BATCH {
-                    match st.next_outgoing() {
+                    match next_sendable(&shard, &mut st, now) {
                         Some(Outgoing::Publish {
                             pkid,
                             dup,
                             delivery,
                         }) if delivery.msg.payload.len() >= ZERO_COPY_PAYLOAD => {
                             let m = &delivery.msg;
+                            let po = v5::publish_out(conn.version, conn.v5.as_deref(), m, now);
+                            let before = out.len();
                             let res = encode_publish_header(
                                 &mut out,
                                 conn.version,
-                                m.topic.as_bytes(),
+                                po.topic,
                                 m.payload.len(),
                                 delivery.qos,
                                 delivery.retain,
                                 dup,
                                 pkid,
-                                if conn.version.is_v5() {
-                                    m.props.as_ref()
-                                } else {
-                                    None
-                                },
+                                po.props.as_deref(),
                             );
-                            match res {
-                                Ok(()) => {
-                                    Metrics::inc(&shard.metrics.publishes_out);
-                                    tail = Some(m.payload.clone());
-                                    break;
-                                }
-                                Err(e) => {
-                                    tracing::warn!(topic = %m.topic, "cannot encode publish: {e}")
+                            if let Err(e) = res {
+                                tracing::warn!(topic = %m.topic, "cannot encode publish: {e}");
+                                continue;
+                            }
+                            let size = out.len() - before + m.payload.len();
+                            if let Some(v) = conn.v5.as_deref() {
+                                if size > v.max_packet_out {
+                                    // [MQTT-3.1.2-25] discarded as if sent.
+                                    out.truncate(before);
+                                    v.undo_alias(&po);
+                                    Metrics::inc(&shard.metrics.dropped_too_large_for_client);
+                                    if pkid != 0 {
+                                        st.forget(pkid);
+                                    }
+                                    continue;
                                 }
                             }
+                            Metrics::inc(&shard.metrics.publishes_out);
+                            tail = Some(m.payload.clone());
+                            break;
                         }
-                        Some(o) => write_outgoing(&shard, &mut out, conn.version, o),
+                        Some(o) => {
+                            if let Some(pkid) = write_outgoing(&shard, &mut out, &conn, o, now) {
+                                st.forget(pkid);
+                            }
+                        }
                         None => break,
                     }
                 }

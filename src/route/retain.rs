@@ -86,6 +86,7 @@ mod tests {
             retain: true,
             props: None,
             origin: Utf8Bytes::default(),
+            expiry: None,
         })
     }
 

@@ -166,25 +166,7 @@ impl Io {
     /// One non-blocking send of `data` straight from the caller (no task hop): the bytes the
     /// socket took, 0 if it would block.
     pub fn try_send(&self, data: &[u8]) -> io::Result<usize> {
-        let fd = self.stream.borrow().as_raw_fd();
-        // SAFETY: fd is valid while the stream lives; data is a valid slice.
-        let n = unsafe {
-            libc::send(
-                fd,
-                data.as_ptr().cast(),
-                data.len(),
-                libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
-            )
-        };
-        if n >= 0 {
-            return Ok(n as usize);
-        }
-        let e = io::Error::last_os_error();
-        if e.kind() == io::ErrorKind::WouldBlock {
-            Ok(0)
-        } else {
-            Err(e)
-        }
+        send_nonblocking(self.stream.borrow().as_raw_fd(), data)
     }
 
     /// Shut the socket down in both directions (wakes any pending read with EOF).
@@ -199,5 +181,27 @@ impl Io {
     /// Give up the socket (for a hand-off). Fails if another task still holds the `Io`.
     pub fn into_stream(self: Rc<Io>) -> Result<TcpStream, Rc<Io>> {
         Rc::try_unwrap(self).map(|io| io.stream.into_inner())
+    }
+}
+
+/// One non-blocking `send` on a raw socket: bytes taken, 0 when it would block.
+pub fn send_nonblocking(fd: RawFd, data: &[u8]) -> io::Result<usize> {
+    // SAFETY: the caller owns fd; data is a valid slice.
+    let n = unsafe {
+        libc::send(
+            fd,
+            data.as_ptr().cast(),
+            data.len(),
+            libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+        )
+    };
+    if n >= 0 {
+        return Ok(n as usize);
+    }
+    let e = io::Error::last_os_error();
+    if e.kind() == io::ErrorKind::WouldBlock {
+        Ok(0)
+    } else {
+        Err(e)
     }
 }

@@ -9,6 +9,7 @@
 
 use std::collections::VecDeque;
 use std::sync::Arc;
+use std::time::Instant;
 
 use ahash::{AHashMap, AHashSet};
 use bytes::Bytes;
@@ -29,9 +30,26 @@ pub struct Publication {
     pub props: Option<Properties>,
     /// Client id of the publisher (v5 No Local); empty for broker-originated messages.
     pub origin: Utf8Bytes,
+    /// When the 5.0 Message Expiry Interval runs out: not delivered after that
+    /// [MQTT-3.3.2-5], and forwarded with the time left [MQTT-3.3.2-6].
+    pub expiry: Option<Instant>,
 }
 
 impl Publication {
+    /// Whether the message expired by `now`.
+    pub fn expired(&self, now: Instant) -> bool {
+        self.expiry.is_some_and(|e| e <= now)
+    }
+
+    /// Whole seconds of life left (rounded up), for the forwarded Message Expiry Interval.
+    pub fn expiry_left(&self, now: Instant) -> Option<u32> {
+        self.expiry.map(|e| {
+            let left = e.saturating_duration_since(now);
+            let secs = left.as_secs() + u64::from(left.subsec_nanos() > 0);
+            secs.min(u32::MAX as u64) as u32
+        })
+    }
+
     /// Bytes of memory a queued copy pins (payload + topic).
     pub fn weight(&self) -> usize {
         self.payload.len() + self.topic.len()
@@ -201,7 +219,44 @@ impl Session {
         false
     }
 
+    /// The outgoing window for the current connection: the configured bound, lowered to a
+    /// 5.0 client's Receive Maximum [MQTT-3.3.4-9].
+    pub fn set_window(&mut self, client_receive_maximum: Option<u16>, configured: u32) {
+        self.limits.max_inflight = match client_receive_maximum {
+            Some(n) => configured.min(u32::from(n)).max(1),
+            None => configured,
+        };
+    }
+
+    /// Forget an in-flight message that will never be acknowledged (it was discarded
+    /// instead of sent: over the client's Maximum Packet Size, [MQTT-3.1.2-25]).
+    pub fn forget(&mut self, pkid: PacketId) {
+        if let Some(i) = self.find(pkid) {
+            self.inflight.remove(i);
+        }
+    }
+
+    /// Drop expired messages at the head of the queue; returns how many
+    /// [MQTT-3.3.2-5]. Messages already sent are not recalled.
+    pub fn drop_expired(&mut self, now: Instant) -> usize {
+        let mut n = 0;
+        while let Some(d) = self.queue.front() {
+            if !d.msg.expired(now) {
+                break;
+            }
+            if let Some(d) = self.queue.pop_front() {
+                self.queued_bytes -= d.msg.weight();
+                if d.qos == QoS::AtMostOnce {
+                    self.queued_qos0 -= 1;
+                }
+            }
+            n += 1;
+        }
+        n
+    }
+
     /// Next message to send, if the inflight window allows. QoS 0 bypasses the window.
+    /// Callers drop expired messages first ([`Session::drop_expired`]).
     pub fn next_outgoing(&mut self) -> Option<Outgoing> {
         let front_qos = self.queue.front()?.qos;
         if front_qos != QoS::AtMostOnce && self.inflight.len() >= self.limits.max_inflight as usize
@@ -346,6 +401,7 @@ mod tests {
                 retain: false,
                 props: None,
                 origin: Utf8Bytes::default(),
+                expiry: None,
             }),
             qos,
             retain: false,
