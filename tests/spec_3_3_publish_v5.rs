@@ -244,7 +244,13 @@ fn takeover_and_shutdown_send_their_reason_codes() {
     let mut b = Broker::start();
     let (mut first, _) = V5Client::connect(b.addr, "dup", Properties::default());
     let (mut second, _) = V5Client::connect(b.addr, "dup", Properties::default());
-    assert_eq!(first.expect_disconnect().reason, 0x8E);
+    let d = first.expect_disconnect();
+    assert_eq!(d.reason, 0x8E);
+    // A Reason String is allowed on DISCONNECT [MQTT-3.1.2-29] and says what happened.
+    assert_eq!(
+        d.properties.reason_string.as_deref(),
+        Some("session taken over")
+    );
     b.terminate(Duration::from_secs(5));
     assert_eq!(second.expect_disconnect().reason, 0x8B);
 }

@@ -102,6 +102,25 @@ pub mod reason {
     pub const RECEIVE_MAXIMUM_EXCEEDED: u8 = 0x93;
     pub const RETAIN_NOT_SUPPORTED: u8 = 0x9A;
     pub const QOS_NOT_SUPPORTED: u8 = 0x9B;
+
+    /// The Reason String sent with a server DISCONNECT.
+    pub fn text(code: u8) -> &'static str {
+        match code {
+            0x81 => "malformed packet",
+            PROTOCOL_ERROR => "protocol error",
+            SERVER_SHUTTING_DOWN => "server shutting down",
+            KEEP_ALIVE_TIMEOUT => "keep alive timeout",
+            SESSION_TAKEN_OVER => "session taken over",
+            0x8F => "topic filter invalid",
+            0x90 => "topic name invalid",
+            RECEIVE_MAXIMUM_EXCEEDED => "receive maximum exceeded",
+            0x94 => "topic alias invalid",
+            0x95 => "packet too large",
+            RETAIN_NOT_SUPPORTED => "retain not supported",
+            QOS_NOT_SUPPORTED => "QoS not supported",
+            _ => "",
+        }
+    }
 }
 
 impl Conn {
@@ -118,11 +137,7 @@ impl Conn {
             return self.kill();
         }
         let mut buf = BytesMut::new();
-        let d = Packet::Disconnect(crate::proto::Disconnect {
-            reason: reason_code,
-            properties: Default::default(),
-        });
-        if encode(&d, self.version, &mut buf).is_ok() {
+        if encode(&self.disconnect_packet(reason_code), self.version, &mut buf).is_ok() {
             let fd = self.parked_fd.get();
             if fd >= 0 {
                 let _ = send_nonblocking(fd, &buf);
@@ -195,11 +210,27 @@ impl Conn {
     /// no server DISCONNECT); the writer flushes it before closing.
     fn send_disconnect(&self, reason_code: u8) {
         if self.version.is_v5() {
-            self.send(&Packet::Disconnect(crate::proto::Disconnect {
-                reason: reason_code,
-                properties: Default::default(),
-            }));
+            self.send(&self.disconnect_packet(reason_code));
         }
+    }
+
+    /// A server DISCONNECT with a Reason String saying what happened (allowed on DISCONNECT
+    /// whatever Request Problem Information says, [MQTT-3.1.2-29]), unless that would make
+    /// it larger than the client's Maximum Packet Size [MQTT-3.1.2-25].
+    fn disconnect_packet(&self, reason_code: u8) -> Packet {
+        let text = reason::text(reason_code);
+        let fits = self
+            .v5
+            .as_deref()
+            .map_or(true, |v| text.len() + 16 <= v.max_packet_out);
+        let mut properties = crate::proto::Properties::default();
+        if fits && !text.is_empty() {
+            properties.reason_string = Some(Utf8Bytes::from(text));
+        }
+        Packet::Disconnect(crate::proto::Disconnect {
+            reason: reason_code,
+            properties,
+        })
     }
 }
 
