@@ -516,9 +516,9 @@ async fn serve(shard: Rc<Shard>, io: Rc<Io>, hello: Hello, rest: BytesMut) {
         // [MQTT-4.4.0-1] resend unacknowledged PUBLISH (DUP) and PUBREL, in order.
         let resend = cell.state.borrow().resend();
         let mut out = conn.out.borrow_mut();
-        let now = std::time::Instant::now();
+        let now = crate::rt::LazyNow::default();
         for o in resend {
-            if let Some(pkid) = write_outgoing(&shard, &mut out, &conn, o, now) {
+            if let Some(pkid) = write_outgoing(&shard, &mut out, &conn, o, &now) {
                 cell.state.borrow_mut().forget(pkid);
             }
         }

@@ -6,8 +6,6 @@
 //! Also builds the CONNACK properties and the per-delivery PUBLISH properties (Message
 //! Expiry Interval reduced by the time waited, the topic alias).
 
-use std::time::Instant;
-
 use ahash::AHashMap;
 
 use super::*;
@@ -112,7 +110,7 @@ pub fn publish_out<'a>(
     version: ProtocolVersion,
     v5: Option<&V5>,
     m: &'a Publication,
-    now: Instant,
+    now: &crate::rt::LazyNow,
 ) -> PublishOut<'a> {
     let mut out = PublishOut {
         topic: m.topic.as_bytes(),
@@ -123,7 +121,7 @@ pub fn publish_out<'a>(
         return out;
     }
     out.props = m.props.as_ref().map(std::borrow::Cow::Borrowed);
-    if let Some(left) = m.expiry_left(now) {
+    if let Some(left) = m.expiry.and_then(|_| m.expiry_left(now.get())) {
         // [MQTT-3.3.2-6] the interval sent is what is left of it.
         let mut p = m.props.clone().unwrap_or_default();
         p.message_expiry_interval = Some(left);

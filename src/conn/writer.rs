@@ -11,7 +11,7 @@ pub(super) fn write_outgoing(
     out: &mut BytesMut,
     conn: &Conn,
     o: Outgoing,
-    now: std::time::Instant,
+    now: &crate::rt::LazyNow,
 ) -> Option<u16> {
     match o {
         Outgoing::Publish {
@@ -59,7 +59,7 @@ pub(super) fn write_outgoing(
 pub(super) fn next_sendable(
     shard: &Shard,
     st: &mut crate::session::Session,
-    now: std::time::Instant,
+    now: &crate::rt::LazyNow,
 ) -> Option<Outgoing> {
     let expired = st.drop_expired(now);
     if expired > 0 {
@@ -81,15 +81,15 @@ pub(super) fn flush_inline(shard: &Shard, conn: &Conn, io: &Io) {
     let mut out = conn.out.borrow_mut();
     {
         let mut st = conn.session.state.borrow_mut();
-        let now = std::time::Instant::now();
+        let now = crate::rt::LazyNow::default();
         while out.len() < WRITE_BATCH {
             match st.next_payload_len() {
                 Some(len) if len < ZERO_COPY_PAYLOAD => {}
                 _ => break,
             }
-            match next_sendable(shard, &mut st, now) {
+            match next_sendable(shard, &mut st, &now) {
                 Some(o) => {
-                    if let Some(pkid) = write_outgoing(shard, &mut out, conn, o, now) {
+                    if let Some(pkid) = write_outgoing(shard, &mut out, conn, o, &now) {
                         st.forget(pkid);
                     }
                 }
@@ -131,16 +131,16 @@ pub(super) async fn writer(shard: Rc<Shard>, conn: Rc<Conn>, io: Rc<Io>) {
             let mut out = conn.out.borrow_mut();
             if !conn.killed.get() {
                 let mut st = conn.session.state.borrow_mut();
-                let now = std::time::Instant::now();
+                let now = crate::rt::LazyNow::default();
                 while out.len() < WRITE_BATCH {
-                    match next_sendable(&shard, &mut st, now) {
+                    match next_sendable(&shard, &mut st, &now) {
                         Some(Outgoing::Publish {
                             pkid,
                             dup,
                             delivery,
                         }) if delivery.msg.payload.len() >= ZERO_COPY_PAYLOAD => {
                             let m = &delivery.msg;
-                            let po = v5::publish_out(conn.version, conn.v5.as_deref(), m, now);
+                            let po = v5::publish_out(conn.version, conn.v5.as_deref(), m, &now);
                             let before = out.len();
                             let res = encode_publish_header(
                                 &mut out,
@@ -175,7 +175,7 @@ pub(super) async fn writer(shard: Rc<Shard>, conn: Rc<Conn>, io: Rc<Io>) {
                             break;
                         }
                         Some(o) => {
-                            if let Some(pkid) = write_outgoing(&shard, &mut out, &conn, o, now) {
+                            if let Some(pkid) = write_outgoing(&shard, &mut out, &conn, o, &now) {
                                 st.forget(pkid);
                             }
                         }

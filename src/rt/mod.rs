@@ -21,6 +21,24 @@ pub fn clock_ms() -> u32 {
         .as_millis() as u32
 }
 
+/// "Now", read from the clock on first use only: a batch of writes asks for the time once,
+/// and not at all when no message in it carries an expiry.
+#[derive(Default)]
+pub struct LazyNow(std::cell::Cell<Option<std::time::Instant>>);
+
+impl LazyNow {
+    pub fn get(&self) -> std::time::Instant {
+        match self.0.get() {
+            Some(t) => t,
+            None => {
+                let t = std::time::Instant::now();
+                self.0.set(Some(t));
+                t
+            }
+        }
+    }
+}
+
 /// Run `fut` for at most `d`; `None` if time ran out (the future is dropped).
 pub async fn with_timeout<T>(
     d: std::time::Duration,

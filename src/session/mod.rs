@@ -238,10 +238,10 @@ impl Session {
 
     /// Drop expired messages at the head of the queue; returns how many
     /// [MQTT-3.3.2-5]. Messages already sent are not recalled.
-    pub fn drop_expired(&mut self, now: Instant) -> usize {
+    pub fn drop_expired(&mut self, now: &crate::rt::LazyNow) -> usize {
         let mut n = 0;
         while let Some(d) = self.queue.front() {
-            if !d.msg.expired(now) {
+            if d.msg.expiry.is_none() || !d.msg.expired(now.get()) {
                 break;
             }
             if let Some(d) = self.queue.pop_front() {
