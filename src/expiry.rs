@@ -71,7 +71,7 @@ impl Shard {
         current: bool,
         will: Option<Box<LastWill>>,
     ) {
-        let now = self.now();
+        let now = self.now_ms();
         let origin = || cell.state.borrow().client_id.clone();
         if !current {
             // Taken over. A will without delay goes now; with a delay it is cancelled when
@@ -92,7 +92,7 @@ impl Shard {
                 self.publish_will(w, origin());
             } else {
                 // If the session expires first, its end publishes the will.
-                let at = now + u64::from(delay);
+                let at = now + u64::from(delay) * 1000;
                 let key = cell.key;
                 let mut t = self.timers.borrow_mut();
                 t.due.insert((at, key));
@@ -102,7 +102,7 @@ impl Shard {
         if expiry == 0 {
             self.end_session(cell);
         } else if expiry != u32::MAX {
-            let at = now + u64::from(expiry);
+            let at = now + u64::from(expiry) * 1000;
             cell.expires_at.set(at);
             self.timers.borrow_mut().due.insert((at, cell.key));
         }
@@ -134,7 +134,8 @@ impl Shard {
     }
 
     /// Called by the ticker: publish wills whose delay ran out, expire offline sessions
-    /// whose time is up.
+    /// whose time is up. `now` is [`Shard::now_ms`]: due times are kept in milliseconds, so
+    /// nothing fires early (a seconds clock would round a 3 s delay down to 2.x s).
     pub fn run_session_timers(self: &Rc<Self>, now: u64) {
         loop {
             let key = {

@@ -116,7 +116,7 @@ pub struct SessionCell {
     /// Seconds the session outlives its connection (Session Expiry Interval): 0 = it ends
     /// with the connection, `u32::MAX` = never. Set by each connection (and DISCONNECT).
     pub expiry: Cell<u32>,
-    /// Shard clock second at which this offline session expires; 0 = not scheduled.
+    /// [`Shard::now_ms`] at which this offline session expires; 0 = not scheduled.
     pub expires_at: Cell<u64>,
     /// Flow-control standing towards publishers.
     pub standing: Cell<Standing>,
@@ -263,6 +263,11 @@ impl Shard {
     /// Seconds since the shard started (the keep-alive clock).
     pub fn now(&self) -> u64 {
         self.started.elapsed().as_secs()
+    }
+
+    /// Milliseconds since the shard started (session expiry and will delays).
+    pub fn now_ms(&self) -> u64 {
+        self.started.elapsed().as_millis() as u64
     }
 
     pub fn next_conn_id(&self) -> u64 {
@@ -688,8 +693,8 @@ impl Shard {
             if self.stopping.get() {
                 return;
             }
+            self.run_session_timers(self.now_ms());
             let now = self.now();
-            self.run_session_timers(now);
             loop {
                 let due = {
                     let mut w = self.wheel.borrow_mut();
