@@ -83,6 +83,10 @@ pub struct Cli {
     /// instead of a few KB). 0 = never park [default: 5].
     #[arg(long, value_name = "SECS")]
     pub idle_park_secs: Option<u64>,
+    /// SCRAM-SHA-256 credentials file: enables MQTT 5 enhanced authentication with that
+    /// method (lines `user:SCRAM-SHA-256$<iter>:<salt>$<StoredKey>:<ServerKey>`) [default: none].
+    #[arg(long, value_name = "FILE")]
+    pub auth_scram_file: Option<PathBuf>,
 }
 
 /// The effective configuration. Cloned into every shard at start; immutable afterwards.
@@ -107,6 +111,7 @@ pub struct Config {
     pub spin_before_park_us: u64,
     pub slow_consumer_ms: u64,
     pub idle_park_secs: u64,
+    pub auth_scram_file: Option<PathBuf>,
 }
 
 /// MQTT's largest encodable packet (remaining length 268,435,455 plus a 5-byte header).
@@ -135,6 +140,7 @@ impl Default for Config {
             spin_before_park_us: 0,
             slow_consumer_ms: 500,
             idle_park_secs: 5,
+            auth_scram_file: None,
         }
     }
 }
@@ -195,7 +201,8 @@ impl Config {
             listen_backlog,
             spin_before_park_us,
             slow_consumer_ms,
-            idle_park_secs
+            idle_park_secs,
+            auth_scram_file
         );
         if cli.cpus.is_some() {
             cfg.cpus = cli.cpus.clone();

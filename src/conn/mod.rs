@@ -10,7 +10,8 @@
 //!
 //! This file: [`Conn`], accepting, the handshake and hand-off, and `serve` (a connection's
 //! start). `lifecycle`: the reader loop, park/resume, tear-down. `handle`: one packet from
-//! a client. `writer`: encoding and writing queued messages.
+//! a client. `writer`: encoding and writing queued messages. `auth_flow`: MQTT 5 enhanced
+//! authentication (§4.12) in the handshake and re-authentication.
 
 use std::cell::{Cell, RefCell};
 use std::os::unix::io::RawFd;
@@ -34,10 +35,12 @@ use crate::rt::with_timeout;
 use crate::session::{Delivery, Outgoing, PubRecResult, Publication};
 use crate::shard::{Ctrl, Handoff, SessionCell, Shard};
 
+mod auth_flow;
 mod handle;
 mod lifecycle;
 mod writer;
 
+use auth_flow::{authenticate, conn_auth, connack_properties, reauthenticate, ConnAuth};
 use handle::*;
 pub use lifecycle::run_parking;
 use lifecycle::*;
@@ -87,6 +90,9 @@ pub struct Conn {
     keep_alive: u16,
     last_seen: Cell<u64>,
     will: RefCell<Option<Box<LastWill>>>,
+    /// Enhanced authentication (method, identity, a re-authentication in progress); `None`
+    /// for connections that did not use it.
+    auth: RefCell<Option<Box<ConnAuth>>>,
     pub session: Rc<SessionCell>,
 }
 
@@ -205,6 +211,7 @@ enum First {
 /// socket to the client id's home shard. Returns true if the connection lives on (its
 /// global count is then released by whoever ends it).
 async fn handshake(shard: Rc<Shard>, stream: TcpStream) -> bool {
+    let started = std::time::Instant::now();
     let io = Io::new(stream);
     let mut dec = Decoder::new(shard.cfg.max_packet_size);
     let first = with_timeout(Duration::from_secs(shard.cfg.connect_timeout), async {
@@ -255,6 +262,10 @@ async fn handshake(shard: Rc<Shard>, stream: TcpStream) -> bool {
             tracing::debug!(peer = ?io.peer_addr(), "no CONNECT within connect_timeout");
             return false;
         }
+    };
+    // §4.12 enhanced authentication, before the CONNACK and any hand-off.
+    let Some(rest) = authenticate(&shard, &io, &mut dec, &mut connect, rest, started).await else {
+        return false;
     };
     if connect.client_id.is_empty() {
         // [MQTT-3.1.3-6] assign an id; pick one whose home is this shard (no hand-off).
@@ -327,12 +338,14 @@ struct Hello {
     keep_alive: u16,
     client_id: Utf8Bytes,
     will: Option<Box<LastWill>>,
+    auth: Option<Box<ConnAuth>>,
 }
 
 impl From<Box<Connect>> for Hello {
     fn from(c: Box<Connect>) -> Hello {
-        let c = *c;
+        let mut c = *c;
         Hello {
+            auth: conn_auth(&mut c),
             version: c.protocol,
             clean_start: c.clean_start,
             keep_alive: c.keep_alive,
@@ -350,6 +363,7 @@ async fn serve(shard: Rc<Shard>, io: Rc<Io>, hello: Hello, rest: BytesMut) {
         mut keep_alive,
         client_id,
         will,
+        mut auth,
     } = hello;
     let max_ka = shard.cfg.max_keep_alive;
     if max_ka < u16::MAX && (keep_alive == 0 || keep_alive > max_ka) {
@@ -377,6 +391,7 @@ async fn serve(shard: Rc<Shard>, io: Rc<Io>, hello: Hello, rest: BytesMut) {
         keep_alive,
         last_seen: Cell::new(shard.now()),
         will: RefCell::new(will),
+        auth: RefCell::new(None),
         session: cell.clone(),
     });
     if let Some(old) = cell.conn.replace(Some(conn.clone())) {
@@ -390,8 +405,9 @@ async fn serve(shard: Rc<Shard>, io: Rc<Io>, hello: Hello, rest: BytesMut) {
     conn.send(&Packet::ConnAck(ConnAck {
         session_present: present,
         code: 0,
-        properties: Default::default(),
+        properties: connack_properties(auth.as_deref_mut()),
     }));
+    conn.auth.replace(auth);
     if present {
         // [MQTT-4.4.0-1] resend unacknowledged PUBLISH (DUP) and PUBREL, in order.
         let resend = cell.state.borrow().resend();
