@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use glommio::{CpuSet, LocalExecutorPoolBuilder, PoolPlacement};
 
+use crate::auth::Registry;
 use crate::config::Config;
 use crate::rt::mesh::{join, new_mesh, Outbox};
 use crate::rt::net::{adopt_listener, bound_socket, listener_socket};
@@ -42,6 +43,9 @@ pub enum StartError {
         addr: SocketAddr,
         source: std::io::Error,
     },
+    /// The enhanced-authentication credentials could not be loaded.
+    #[error("{0}")]
+    Auth(#[from] crate::auth::scram::CredentialError),
     /// An executor failed to start or run.
     #[error("shard failed: {0}")]
     Shard(String),
@@ -155,6 +159,7 @@ fn placement(cfg: &Config) -> Result<(PoolPlacement, String), StartError> {
 pub fn run(cfg: Config, on_ready: impl FnOnce(SocketAddr)) -> Result<(), StartError> {
     check_limits(&cfg)?;
     let _lock = lock_data_dir(&cfg.data_dir)?;
+    let auth = Arc::new(Registry::from_config(cfg.auth_scram_file.as_deref())?);
     let global = Arc::new(Global::default());
     install_signals(global.clone());
 
@@ -189,15 +194,17 @@ pub fn run(cfg: Config, on_ready: impl FnOnce(SocketAddr)) -> Result<(), StartEr
     }
     let shard_cfg = cfg.clone();
     let shard_global = global.clone();
+    let shard_auth = auth.clone();
     let handles = builder
         .on_all_shards(move || {
             let cfg = shard_cfg.clone();
             let global = shard_global.clone();
+            let auth = shard_auth.clone();
             let data_mesh = data_mesh.clone();
             let ctrl_mesh = ctrl_mesh.clone();
             let ready = ready_tx.clone();
             async move {
-                let res = shard_main(cfg, global, data_mesh, ctrl_mesh, &ready).await;
+                let res = shard_main(cfg, auth, global, data_mesh, ctrl_mesh, &ready).await;
                 if let Err(e) = &res {
                     let _ = ready.send(Err(e.clone()));
                 }
@@ -238,6 +245,7 @@ type Meshes<T> = crate::rt::mesh::Mesh<Vec<T>>;
 
 async fn shard_main(
     cfg: Arc<Config>,
+    auth: Arc<Registry>,
     global: Arc<Global>,
     data_mesh: Meshes<Arc<crate::session::Publication>>,
     ctrl_mesh: Meshes<crate::shard::Ctrl>,
@@ -247,7 +255,7 @@ async fn shard_main(
     let (ctrl_tx, ctrl_rx) = join(ctrl_mesh, Duration::from_secs(10)).await?;
     let data = Outbox::new(data_tx);
     let ctrl = Outbox::new(ctrl_tx);
-    let shard = Shard::new(cfg.clone(), global, data.clone(), ctrl.clone());
+    let shard = Shard::new(cfg.clone(), auth, global, data.clone(), ctrl.clone());
     glommio::spawn_local(data.clone().run_flusher()).detach();
     glommio::spawn_local(ctrl.clone().run_flusher()).detach();
     shard.spawn_drains(data_rx, ctrl_rx);

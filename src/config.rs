@@ -107,6 +107,10 @@ pub struct Cli {
     /// client id; empty = never sent [default: "response/%c/"].
     #[arg(long, value_name = "TEMPLATE")]
     pub response_information: Option<String>,
+    /// SCRAM-SHA-256 credentials file: enables MQTT 5 enhanced authentication with that
+    /// method (lines `user:SCRAM-SHA-256$<iter>:<salt>$<StoredKey>:<ServerKey>`) [default: none].
+    #[arg(long, value_name = "FILE")]
+    pub auth_scram_file: Option<PathBuf>,
 }
 
 /// The effective configuration. Cloned into every shard at start; immutable afterwards.
@@ -137,6 +141,7 @@ pub struct Config {
     pub maximum_qos: u8,
     pub retain_available: bool,
     pub response_information: String,
+    pub auth_scram_file: Option<PathBuf>,
 }
 
 /// MQTT's largest encodable packet (remaining length 268,435,455 plus a 5-byte header).
@@ -171,6 +176,7 @@ impl Default for Config {
             maximum_qos: 2,
             retain_available: true,
             response_information: "response/%c/".into(),
+            auth_scram_file: None,
         }
     }
 }
@@ -237,7 +243,8 @@ impl Config {
             topic_alias_maximum,
             maximum_qos,
             retain_available,
-            response_information
+            response_information,
+            auth_scram_file
         );
         if cli.cpus.is_some() {
             cfg.cpus = cli.cpus.clone();

@@ -10,6 +10,7 @@
 //! | [`shard`] | one executor's state and its mesh drain/ticker tasks | one shard |
 //! | [`expiry`] | session lifetimes after their connection, session expiry, delayed wills | one shard |
 //! | [`pressure`] | publisher flow control: congested subscribers pause their publishers, slow consumers | one shard |
+//! | [`auth`] | MQTT 5 enhanced authentication: method trait, registry, SCRAM-SHA-256 (sans-IO) | registry built at start, shared read-only by every shard; an exchange per connection |
 //! | [`rt`] | the only glommio-facing code: sockets, mesh outboxes, notify primitives, the parking lot for idle sockets | per shard |
 //! | [`metrics`] | per-shard counters (every enforced limit is counted) | one shard |
 //! | [`config`] | defaults, TOML file, CLI flags | read-only copy per shard |
@@ -21,6 +22,7 @@
 //! delivery inline) → each destination matches its local subscriber trie → `session`
 //! queues → the subscriber's `conn` writer encodes and writes.
 
+pub mod auth;
 pub mod bench;
 pub mod broker;
 pub mod config;

@@ -28,6 +28,10 @@ counters! {
     connections_refused_limit,
     /// Connections closed before/instead of a valid CONNECT (timeout, bad first packet).
     connect_failures,
+    /// Enhanced authentications (and re-authentications) that succeeded.
+    auth_success,
+    /// Enhanced authentications (and re-authentications) refused or broken off.
+    auth_failures,
     /// Connections handed to their home shard after CONNECT.
     handoffs,
     /// Sessions whose client id took over a live connection.

@@ -18,6 +18,7 @@ use bytes::BytesMut;
 use futures_lite::StreamExt;
 use glommio::channels::channel_mesh::Receivers;
 
+use crate::auth::Registry;
 use crate::config::Config;
 use crate::conn::Conn;
 use crate::metrics::Metrics;
@@ -158,6 +159,8 @@ pub struct Shard {
     pub id: usize,
     pub shards: usize,
     pub cfg: Arc<Config>,
+    /// Enhanced-authentication methods; shared read-only with every shard.
+    pub auth: Arc<Registry>,
     pub global: Arc<Global>,
     pub data: Rc<Outbox<Arc<Publication>>>,
     pub ctrl: Rc<Outbox<Ctrl>>,
@@ -196,6 +199,7 @@ pub fn stable_hash(s: &[u8]) -> u64 {
 impl Shard {
     pub fn new(
         cfg: Arc<Config>,
+        auth: Arc<Registry>,
         global: Arc<Global>,
         data: Rc<Outbox<Arc<Publication>>>,
         ctrl: Rc<Outbox<Ctrl>>,
@@ -228,6 +232,7 @@ impl Shard {
             id: data.me(),
             shards: cfg.shards,
             cfg,
+            auth,
             global,
             data,
             ctrl,

@@ -159,6 +159,7 @@ pub(super) fn handle(shard: &Rc<Shard>, conn: &Rc<Conn>, p: Packet) -> Flow {
             }
             return Flow::Disconnect;
         }
+        Packet::Auth(a) => return reauthenticate(shard, conn, a),
         other => {
             // CONNACK, SUBACK, UNSUBACK, PINGRESP, AUTH (3.1.x) from a client: protocol error.
             Metrics::inc(&shard.metrics.protocol_errors);

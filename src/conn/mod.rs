@@ -10,7 +10,8 @@
 //!
 //! This file: [`Conn`], accepting, the handshake and hand-off, and `serve` (a connection's
 //! start). `lifecycle`: the reader loop, park/resume, tear-down. `handle`: one packet from
-//! a client. `writer`: encoding and writing queued messages.
+//! a client. `writer`: encoding and writing queued messages. `auth_flow`: MQTT 5 enhanced
+//! authentication (§4.12) in the handshake and re-authentication.
 
 use std::cell::{Cell, RefCell};
 use std::os::unix::io::RawFd;
@@ -34,11 +35,13 @@ use crate::rt::with_timeout;
 use crate::session::{Delivery, Outgoing, PubRecResult, Publication};
 use crate::shard::{Ctrl, Handoff, SessionCell, Shard};
 
+mod auth_flow;
 mod handle;
 mod lifecycle;
 mod v5;
 mod writer;
 
+use auth_flow::{authenticate, conn_auth, connack_properties, reauthenticate, ConnAuth};
 use handle::*;
 pub use lifecycle::run_parking;
 use lifecycle::*;
@@ -88,6 +91,9 @@ pub struct Conn {
     keep_alive: u16,
     last_seen: Cell<u64>,
     will: RefCell<Option<Box<LastWill>>>,
+    /// Enhanced authentication (method, identity, a re-authentication in progress); `None`
+    /// for connections that did not use it.
+    auth: RefCell<Option<Box<ConnAuth>>>,
     pub session: Rc<SessionCell>,
     /// What a 5.0 client negotiated (topic aliases, its maximum packet size...).
     v5: Option<Box<v5::V5>>,
@@ -287,6 +293,7 @@ enum First {
 /// socket to the client id's home shard. Returns true if the connection lives on (its
 /// global count is then released by whoever ends it).
 async fn handshake(shard: Rc<Shard>, stream: TcpStream) -> bool {
+    let started = std::time::Instant::now();
     let io = Io::new(stream);
     let mut dec = Decoder::new(shard.cfg.max_packet_size);
     let first = with_timeout(Duration::from_secs(shard.cfg.connect_timeout), async {
@@ -337,6 +344,10 @@ async fn handshake(shard: Rc<Shard>, stream: TcpStream) -> bool {
             tracing::debug!(peer = ?io.peer_addr(), "no CONNECT within connect_timeout");
             return false;
         }
+    };
+    // §4.12 enhanced authentication, before the CONNACK and any hand-off.
+    let Some(rest) = authenticate(&shard, &io, &mut dec, &mut connect, rest, started).await else {
+        return false;
     };
     let assigned = connect.client_id.is_empty();
     if assigned {
@@ -416,13 +427,15 @@ struct Hello {
     assigned: bool,
     /// The CONNECT properties (5.0 only).
     props: Option<Box<crate::proto::Properties>>,
+    auth: Option<Box<ConnAuth>>,
 }
 
 impl From<Box<Connect>> for Hello {
     fn from(c: Box<Connect>) -> Hello {
-        let c = *c;
+        let mut c = *c;
         let v5 = c.protocol.is_v5();
         Hello {
+            auth: conn_auth(&mut c),
             version: c.protocol,
             clean_start: c.clean_start,
             keep_alive: c.keep_alive,
@@ -444,6 +457,7 @@ async fn serve(shard: Rc<Shard>, io: Rc<Io>, hello: Hello, rest: BytesMut) {
         will,
         assigned,
         props,
+        mut auth,
     } = hello;
     let cfg = &shard.cfg;
     let asked_ka = keep_alive;
@@ -479,6 +493,7 @@ async fn serve(shard: Rc<Shard>, io: Rc<Io>, hello: Hello, rest: BytesMut) {
         keep_alive,
         last_seen: Cell::new(shard.now()),
         will: RefCell::new(will),
+        auth: RefCell::new(None),
         session: cell.clone(),
         v5: version
             .is_v5()
@@ -506,12 +521,17 @@ async fn serve(shard: Rc<Shard>, io: Rc<Io>, hello: Hello, rest: BytesMut) {
     } else {
         Default::default()
     };
+    let mut properties = properties;
+    let auth_props = connack_properties(auth.as_deref_mut());
+    properties.authentication_method = auth_props.authentication_method;
+    properties.authentication_data = auth_props.authentication_data;
     drop(props);
     conn.send(&Packet::ConnAck(ConnAck {
         session_present: present,
         code: 0,
         properties,
     }));
+    conn.auth.replace(auth);
     if present {
         // [MQTT-4.4.0-1] resend unacknowledged PUBLISH (DUP) and PUBREL, in order.
         let resend = cell.state.borrow().resend();
