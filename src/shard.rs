@@ -22,10 +22,13 @@ use crate::config::Config;
 use crate::conn::Conn;
 use crate::metrics::Metrics;
 use crate::pressure::{Pressure, Standing};
+use crate::proto::topic::parse_shared;
+use crate::proto::QoS;
 use crate::proto::{Connect, Utf8Bytes};
 use crate::route::retain::{RetainOutcome, RetainedStore};
-use crate::route::subs::{delivery_qos, Hit, LocalSubs, SessionKey};
-use crate::route::table::RouteTable;
+use crate::route::shared::Readiness;
+use crate::route::subs::{delivery_qos, merge, per_session, Hit, LocalSubs, SessionKey};
+use crate::route::table::{RouteTable, ShardSet};
 use crate::rt::mesh::Outbox;
 use crate::rt::net::{close_fd, ReadArena};
 use crate::rt::park::Parking;
@@ -73,6 +76,21 @@ pub enum Ctrl {
     RetainReply {
         req: u64,
         msgs: Vec<Arc<Publication>>,
+    },
+    /// `from` now has `count` local members of the shared subscription `key`
+    /// (`$share/{group}/{filter}`); answer with `Ack { req }` unless `req` is 0.
+    ShareCount {
+        key: Utf8Bytes,
+        from: usize,
+        count: u32,
+        req: u64,
+    },
+    /// Give `msg` to one local member of the shared subscription `key`; the shards in
+    /// `tried` had none.
+    ShareDeliver {
+        key: Utf8Bytes,
+        msg: Arc<Publication>,
+        tried: ShardSet,
     },
 }
 
@@ -367,23 +385,54 @@ impl Shard {
 
     // ---- subscriptions and routes -----------------------------------------------------
 
-    /// Register a local subscription; returns true when the route table gained this shard
-    /// for the filter (peers must be told before SUBACK).
+    /// Register a local subscription (`id`: its v5 subscription identifier, 0 for none);
+    /// returns true when peers must be told before SUBACK (the route table gained this
+    /// shard for the filter, or a shared subscription's member count changed).
     pub fn subscribe_local(
         &self,
         filter: &Utf8Bytes,
         key: SessionKey,
         opts: crate::proto::SubOptions,
+        id: u32,
     ) -> bool {
-        let first = self.subs.borrow_mut().add(filter, key, opts);
+        let hit = Hit {
+            session: key,
+            opts,
+            id,
+        };
+        if parse_shared(filter).is_some() {
+            let count = self.subs.borrow_mut().groups.add(filter, hit);
+            self.routes.borrow_mut().shared.set(filter, self.id, count);
+            return true;
+        }
+        let first = self.subs.borrow_mut().add(filter, key, opts, id);
         if first {
             self.routes.borrow_mut().add(filter, self.id);
         }
         first
     }
 
-    /// Remove a local subscription; tells peers when the last local subscriber left.
+    /// Remove a local subscription; tells peers when the last local subscriber left (or a
+    /// shared subscription's member count changed).
     pub fn unsubscribe_local(&self, filter: &Utf8Bytes, key: SessionKey) {
+        if parse_shared(filter).is_some() {
+            let left = self.subs.borrow_mut().groups.remove(filter, key);
+            if let Some(count) = left {
+                self.routes.borrow_mut().shared.set(filter, self.id, count);
+                for p in self.peers() {
+                    self.ctrl.push(
+                        p,
+                        Ctrl::ShareCount {
+                            key: filter.clone(),
+                            from: self.id,
+                            count,
+                            req: 0,
+                        },
+                    );
+                }
+            }
+            return;
+        }
         if self.subs.borrow_mut().remove(filter, key) {
             self.routes.borrow_mut().remove(filter, self.id);
             for p in self.peers() {
@@ -408,14 +457,21 @@ impl Shard {
         let req = self.new_req(Pending::Acks(cd.clone()));
         for p in self.peers() {
             for f in filters {
-                self.ctrl.push(
-                    p,
+                let msg = if parse_shared(f).is_some() {
+                    Ctrl::ShareCount {
+                        key: f.clone(),
+                        from: self.id,
+                        count: self.subs.borrow().groups.count(f),
+                        req,
+                    }
+                } else {
                     Ctrl::RouteAdd {
                         filter: f.clone(),
                         from: self.id,
                         req,
-                    },
-                );
+                    }
+                };
+                self.ctrl.push(p, msg);
             }
         }
         let done = crate::rt::with_timeout(PEER_TIMEOUT, cd.wait()).await;
@@ -460,6 +516,125 @@ impl Shard {
                 self.data.push(d, msg.clone());
             }
         }
+        if !self.routes.borrow().shared.is_empty() {
+            self.publish_shared(&msg);
+        }
+    }
+
+    /// One copy per matching shared subscription, to the shard the balancer picks.
+    fn publish_shared(&self, msg: &Arc<Publication>) {
+        let mut picks: Vec<(Utf8Bytes, usize)> = Vec::new();
+        self.routes
+            .borrow()
+            .shared
+            .pick(&msg.topic, |key, shard| picks.push((key.clone(), shard)));
+        for (key, shard) in picks {
+            if shard == self.id {
+                self.deliver_shared(key, msg.clone(), ShardSet::default(), None);
+            } else {
+                self.ctrl.push(
+                    shard,
+                    Ctrl::ShareDeliver {
+                        key,
+                        msg: msg.clone(),
+                        tried: ShardSet::default(),
+                    },
+                );
+            }
+        }
+    }
+
+    /// Give `msg` to one local member of share `key` (never `exclude`); without one, pass
+    /// it to a shard not yet `tried` that has members, or drop it (counted).
+    fn deliver_shared(
+        &self,
+        key: Utf8Bytes,
+        msg: Arc<Publication>,
+        mut tried: ShardSet,
+        exclude: Option<SessionKey>,
+    ) {
+        let picked = {
+            let sessions = self.sessions.borrow();
+            let member = self.subs.borrow_mut().groups.pick(&key, exclude, |s| {
+                sessions
+                    .cells
+                    .get(&s)
+                    .map_or(Readiness::Offline, |c| self.readiness(c))
+            });
+            member.and_then(|m| Some((m, sessions.cells.get(&m.session)?.clone())))
+        };
+        if let Some((m, cell)) = picked {
+            let qos = delivery_qos(msg.qos, m.opts.qos);
+            let retain = m.opts.retain_as_published && msg.retain;
+            let mut d = Delivery::new(msg, qos, retain).with_sub_ids(&[m.id]);
+            if qos != QoS::AtMostOnce {
+                // Remembered for redelivery if this member leaves before acknowledging.
+                d = d.through_share(key);
+            }
+            self.deliver(&cell, d);
+            return;
+        }
+        tried.insert(self.id);
+        let next = self.routes.borrow().shared.pick_untried(&key, tried);
+        match next {
+            Some(shard) => self
+                .ctrl
+                .push(shard, Ctrl::ShareDeliver { key, msg, tried }),
+            None => Metrics::inc(&self.metrics.dropped_shared_no_member),
+        }
+    }
+
+    fn readiness(&self, cell: &SessionCell) -> Readiness {
+        if cell.conn.borrow().is_none() {
+            return Readiness::Offline;
+        }
+        let st = cell.state.borrow();
+        if st.inflight() + st.queued() < self.limits.max_inflight as usize {
+            Readiness::Ready
+        } else {
+            Readiness::Busy
+        }
+    }
+
+    /// A session's connection ended: its unacknowledged messages received through shared
+    /// subscriptions go to other members of those groups (MQTT 5.0 §4.8.2). Without another
+    /// member they stay with a persistent session; a clean session's are dropped (counted).
+    pub fn shared_member_left(&self, cell: &Rc<SessionCell>) {
+        // The session ends with this connection (clean session / expiry 0).
+        let clean = cell.expiry.get() == 0;
+        let others = |key: &str| {
+            let mine = u32::from(self.subs.borrow().groups.is_member(key, cell.key));
+            self.routes
+                .borrow()
+                .shared
+                .members(key)
+                .saturating_sub(mine)
+        };
+        // QoS 1 (sent or queued) and queued QoS 2 move; a QoS 2 message already sent must
+        // be completed with this client [MQTT-4.8.2-4] and never go to another, even if
+        // the session ends [MQTT-4.8.2-5].
+        let taken = cell
+            .state
+            .borrow_mut()
+            .take_unacked(|d, sent| match d.share() {
+                Some(key) => match d.qos {
+                    QoS::AtMostOnce => false,
+                    QoS::ExactlyOnce if sent => false,
+                    _ => clean || others(key) > 0,
+                },
+                None => false,
+            });
+        for d in taken {
+            let Some(key) = d.share().cloned() else {
+                continue;
+            };
+            if others(&key) == 0 {
+                Metrics::inc(&self.metrics.dropped_shared_no_member);
+                continue;
+            }
+            Metrics::inc(&self.metrics.shared_redelivered);
+            self.deliver_shared(key, d.msg, ShardSet::default(), Some(cell.key));
+        }
     }
 
     fn retain_set(&self, msg: Arc<Publication>) {
@@ -468,29 +643,36 @@ impl Shard {
         }
     }
 
-    /// Deliver to every matching session on this shard, once per session.
+    /// Deliver to every matching session on this shard, once per session (at the highest
+    /// QoS of its matching subscriptions, with all their identifiers).
     pub fn deliver_local(&self, msg: &Arc<Publication>) {
         let mut hits = std::mem::take(&mut *self.hits.borrow_mut());
         self.subs.borrow().matches(&msg.topic, &mut hits);
         {
             let sessions = self.sessions.borrow();
-            for h in &hits {
-                let Some(cell) = sessions.cells.get(&h.session) else {
+            for run in per_session(&hits) {
+                let Some(cell) = sessions.cells.get(&run[0].session) else {
                     continue;
                 };
-                if h.opts.no_local
-                    && !msg.origin.is_empty()
-                    && cell.state.borrow().client_id == msg.origin
-                {
+                // No Local applies per subscription [MQTT-3.8.3-3]; the client id is
+                // compared at most once per session.
+                let own = std::cell::OnceCell::new();
+                let is_own = || {
+                    *own.get_or_init(|| {
+                        !msg.origin.is_empty() && cell.state.borrow().client_id == msg.origin
+                    })
+                };
+                let Some(m) = merge(run, |h| h.opts.no_local && is_own()) else {
                     continue;
-                }
+                };
                 self.deliver(
                     cell,
-                    Delivery {
-                        msg: msg.clone(),
-                        qos: delivery_qos(msg.qos, h.opts.qos),
-                        retain: h.opts.retain_as_published && msg.retain,
-                    },
+                    Delivery::new(
+                        msg.clone(),
+                        delivery_qos(msg.qos, m.qos),
+                        m.retain_as_published && msg.retain,
+                    )
+                    .with_sub_ids(m.ids.as_slice()),
                 );
             }
         }
@@ -582,6 +764,18 @@ impl Shard {
                     cd.tick();
                 }
             }
+            Ctrl::ShareCount {
+                key,
+                from,
+                count,
+                req,
+            } => {
+                self.routes.borrow_mut().shared.set(&key, from, count);
+                if req != 0 {
+                    self.ctrl.push(from, Ctrl::Ack { req });
+                }
+            }
+            Ctrl::ShareDeliver { key, msg, tried } => self.deliver_shared(key, msg, tried, None),
         }
     }
 
