@@ -1022,3 +1022,4 @@ pub fn try_send(raw: &mut Raw, bytes: &[u8]) -> bool {
     raw.stream.write_all(bytes).is_ok()
 }
 pub mod v5;
+pub mod subs;
