@@ -544,8 +544,9 @@ impl Shard {
         }
     }
 
-    /// Give `msg` to one local member of share `key` (never `exclude`); without one, pass
-    /// it to a shard not yet `tried` that has members, or drop it (counted).
+    /// Give `msg` to one local member of share `key` (never `exclude`); with only offline
+    /// members or none, pass it to a shard not yet `tried` that has members; at the end of
+    /// that chain queue it for an offline member, or drop it (counted).
     fn deliver_shared(
         &self,
         key: Utf8Bytes,
@@ -561,9 +562,18 @@ impl Shard {
                     .get(&s)
                     .map_or(Readiness::Offline, |c| self.readiness(c))
             });
-            member.and_then(|m| Some((m, sessions.cells.get(&m.session)?.clone())))
+            member.and_then(|(m, r)| Some((m, r, sessions.cells.get(&m.session)?.clone())))
         };
-        if let Some((m, cell)) = picked {
+        tried.insert(self.id);
+        if let Some((m, readiness, cell)) = picked {
+            if readiness == Readiness::Offline {
+                // Only offline members here: an online member elsewhere goes first.
+                if let Some(shard) = self.routes.borrow().shared.pick_untried(&key, tried) {
+                    self.ctrl
+                        .push(shard, Ctrl::ShareDeliver { key, msg, tried });
+                    return;
+                }
+            }
             let qos = delivery_qos(msg.qos, m.opts.qos);
             let retain = m.opts.retain_as_published && msg.retain;
             let mut d = Delivery::new(msg, qos, retain).with_sub_ids(&[m.id]);
@@ -574,7 +584,6 @@ impl Shard {
             self.deliver(&cell, d);
             return;
         }
-        tried.insert(self.id);
         let next = self.routes.borrow().shared.pick_untried(&key, tried);
         match next {
             Some(shard) => self

@@ -396,3 +396,61 @@ fn unsubscribe_leaves_the_group() {
     p.send(&publish_packet("u", 0, false, false, 0, b"x"));
     expect_silence(&mut b, QUIET);
 }
+
+#[test]
+fn an_offline_member_is_passed_over_while_another_is_online() {
+    // §4.8.2 leaves the choice of member to the server: a persistent member that is
+    // offline gets nothing while an online member (here on another shard) can take it.
+    let broker = Broker::start_with(&["--shards", "2"]);
+    let away_id = id_on_shard("away", 0, 2);
+    let (mut away, _) = raw_session(broker.addr, &away_id, false);
+    assert_eq!(raw_subscribe(&mut away, 1, &[("$share/g/o", 1)]), vec![1]);
+    raw_disconnect(away);
+    let (mut here, _) = raw_session(broker.addr, &id_on_shard("here", 1, 2), true);
+    assert_eq!(raw_subscribe(&mut here, 1, &[("$share/g/o", 1)]), vec![1]);
+    let (mut p, _) = raw_session(broker.addr, "p", true);
+    for i in 0..10u16 {
+        p.send(&publish_packet("o", 1, false, false, i + 1, &[i as u8]));
+        expect_packet(&mut p);
+    }
+    // (Order across members and shards is not promised for a shared subscription.)
+    let mut got = BTreeSet::new();
+    for _ in 0..10 {
+        let m = expect_publish(&mut here);
+        here.send(&ack_v311(0x40, m.pkid.unwrap()));
+        got.insert(m.payload[0]);
+    }
+    assert_eq!(got, (0..10).collect());
+    let (mut away, present) = raw_session(broker.addr, &away_id, false);
+    assert!(present);
+    expect_silence(&mut away, QUIET);
+}
+
+#[test]
+fn without_another_member_a_persistent_session_keeps_its_messages() {
+    // §4.8.2: the server MAY wait for the client to reconnect and retransmit; with no
+    // other member that is what happens (DUP=1, same packet id [MQTT-3.3.1-1]).
+    let broker = Broker::start();
+    let (mut a, _) = raw_session(broker.addr, "alone", false);
+    assert_eq!(raw_subscribe(&mut a, 1, &[("$share/g/k", 1)]), vec![1]);
+    let (mut p, _) = raw_session(broker.addr, "p", true);
+    p.send(&publish_packet("k", 1, false, false, 1, b"first"));
+    expect_packet(&mut p);
+    let sent = expect_publish(&mut a);
+    assert_eq!(sent.payload, b"first");
+    drop(a);
+    std::thread::sleep(Duration::from_millis(200));
+    p.send(&publish_packet("k", 1, false, false, 2, b"second"));
+    expect_packet(&mut p);
+    let (mut a, present) = raw_session(broker.addr, "alone", false);
+    assert!(present);
+    let again = expect_publish(&mut a);
+    assert_eq!(
+        (again.payload.as_slice(), again.dup()),
+        (&b"first"[..], true)
+    );
+    assert_eq!(again.pkid, sent.pkid);
+    a.send(&ack_v311(0x40, again.pkid.unwrap()));
+    let queued = expect_publish(&mut a);
+    assert_eq!(queued.payload, b"second");
+}

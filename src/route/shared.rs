@@ -16,9 +16,10 @@
 //!   delivered inline when the pick is the publishing shard.
 //! - The destination picks one local member from [`LocalGroups`] by round robin, preferring
 //!   a member that is online with room in its inflight window, then one that is online,
-//!   then any (a persistent session's queue). If it has no member any more (a race with an
-//!   unsubscribe), it forwards the message to another shard with members that has not
-//!   been tried yet; when every shard was tried, the message is dropped and counted.
+//!   then an offline persistent session (its queue). If it has only offline members, or no
+//!   member any more (a race with an unsubscribe), it passes the message to another shard
+//!   with members that has not been tried yet; the last shard of that chain queues it for
+//!   an offline member, or, with none, drops it (counted).
 //! - When a member's connection ends, the messages it received through a share and has not
 //!   acknowledged are taken out of its session and re-sent through the share to another
 //!   member: QoS 1 messages sent without PUBACK yet, and QoS 1/2 messages still queued. A
@@ -224,7 +225,7 @@ impl LocalGroups {
         key: &str,
         exclude: Option<SessionKey>,
         readiness: impl Fn(SessionKey) -> Readiness,
-    ) -> Option<Hit> {
+    ) -> Option<(Hit, Readiness)> {
         let g = self.map.get_mut(key)?;
         let n = g.members.len();
         let mut best: Option<(usize, Readiness)> = None;
@@ -242,9 +243,9 @@ impl LocalGroups {
                 }
             }
         }
-        let (i, _) = best?;
+        let (i, r) = best?;
         g.next = (i + 1) % n;
-        Some(g.members[i])
+        Some((g.members[i], r))
     }
 }
 
@@ -325,7 +326,7 @@ mod tests {
         }
         let all_ready = |_| Readiness::Ready;
         let picks: Vec<u64> = (0..6)
-            .map(|_| g.pick("$share/g/a/+", None, all_ready).unwrap().session.0)
+            .map(|_| g.pick("$share/g/a/+", None, all_ready).unwrap().0.session.0)
             .collect();
         assert_eq!(picks, vec![1, 2, 3, 1, 2, 3]);
         // Member 2 is busy, 3 offline: 1 gets everything.
@@ -335,16 +336,11 @@ mod tests {
             _ => Readiness::Offline,
         };
         for _ in 0..3 {
-            assert_eq!(g.pick("$share/g/a/+", None, rank).unwrap().session.0, 1);
+            assert_eq!(g.pick("$share/g/a/+", None, rank).unwrap().0.session.0, 1);
         }
         // Excluding the departing member 1: the busy one beats the offline one.
-        assert_eq!(
-            g.pick("$share/g/a/+", Some(SessionKey(1)), rank)
-                .unwrap()
-                .session
-                .0,
-            2
-        );
+        let (m, r) = g.pick("$share/g/a/+", Some(SessionKey(1)), rank).unwrap();
+        assert_eq!((m.session.0, r), (2, Readiness::Busy));
         assert_eq!(g.remove("$share/g/a/+", SessionKey(2)), Some(2));
         assert_eq!(g.remove("$share/g/a/+", SessionKey(2)), None);
         assert_eq!(g.count("$share/g/a/+"), 2);
