@@ -4,7 +4,8 @@
 //! its local subscriber trie, a replica of the route table, the retained messages whose
 //! topic hashes to it, and its counters. Nothing here is shared with another thread except
 //! through the two meshes: `data` (publications forwarded to subscriber shards, batched) and
-//! `ctrl` (route updates, connection hand-offs, retained queries).
+//! `ctrl` (route updates, connection hand-offs, retained queries, shared-subscription
+//! member counts and deliveries). Shared-subscription delivery is in `shard/share.rs`.
 
 use std::cell::{Cell, RefCell};
 use std::os::unix::io::RawFd;
@@ -23,10 +24,8 @@ use crate::conn::Conn;
 use crate::metrics::Metrics;
 use crate::pressure::{Pressure, Standing};
 use crate::proto::topic::parse_shared;
-use crate::proto::QoS;
 use crate::proto::{Connect, Utf8Bytes};
 use crate::route::retain::{RetainOutcome, RetainedStore};
-use crate::route::shared::Readiness;
 use crate::route::subs::{delivery_qos, merge, per_session, Hit, LocalSubs, SessionKey};
 use crate::route::table::{RouteTable, ShardSet};
 use crate::rt::mesh::Outbox;
@@ -34,6 +33,8 @@ use crate::rt::net::{close_fd, ReadArena};
 use crate::rt::park::Parking;
 use crate::rt::sync::{Countdown, Notify};
 use crate::session::{Delivery, Enqueued, Limits, Publication, Session};
+
+mod share;
 
 /// How long a shard waits for its peers to acknowledge a route change or answer a
 /// retained query before giving up (a peer only misses this if it is shutting down).
@@ -518,131 +519,6 @@ impl Shard {
         }
         if !self.routes.borrow().shared.is_empty() {
             self.publish_shared(&msg);
-        }
-    }
-
-    /// One copy per matching shared subscription, to the shard the balancer picks.
-    fn publish_shared(&self, msg: &Arc<Publication>) {
-        let mut picks: Vec<(Utf8Bytes, usize)> = Vec::new();
-        self.routes
-            .borrow()
-            .shared
-            .pick(&msg.topic, |key, shard| picks.push((key.clone(), shard)));
-        for (key, shard) in picks {
-            if shard == self.id {
-                self.deliver_shared(key, msg.clone(), ShardSet::default(), None);
-            } else {
-                self.ctrl.push(
-                    shard,
-                    Ctrl::ShareDeliver {
-                        key,
-                        msg: msg.clone(),
-                        tried: ShardSet::default(),
-                    },
-                );
-            }
-        }
-    }
-
-    /// Give `msg` to one local member of share `key` (never `exclude`); with only offline
-    /// members or none, pass it to a shard not yet `tried` that has members; at the end of
-    /// that chain queue it for an offline member, or drop it (counted).
-    fn deliver_shared(
-        &self,
-        key: Utf8Bytes,
-        msg: Arc<Publication>,
-        mut tried: ShardSet,
-        exclude: Option<SessionKey>,
-    ) {
-        let picked = {
-            let sessions = self.sessions.borrow();
-            let member = self.subs.borrow_mut().groups.pick(&key, exclude, |s| {
-                sessions
-                    .cells
-                    .get(&s)
-                    .map_or(Readiness::Offline, |c| self.readiness(c))
-            });
-            member.and_then(|(m, r)| Some((m, r, sessions.cells.get(&m.session)?.clone())))
-        };
-        tried.insert(self.id);
-        if let Some((m, readiness, cell)) = picked {
-            if readiness == Readiness::Offline {
-                // Only offline members here: an online member elsewhere goes first.
-                if let Some(shard) = self.routes.borrow().shared.pick_untried(&key, tried) {
-                    self.ctrl
-                        .push(shard, Ctrl::ShareDeliver { key, msg, tried });
-                    return;
-                }
-            }
-            let qos = delivery_qos(msg.qos, m.opts.qos);
-            let retain = m.opts.retain_as_published && msg.retain;
-            let mut d = Delivery::new(msg, qos, retain).with_sub_ids(&[m.id]);
-            if qos != QoS::AtMostOnce {
-                // Remembered for redelivery if this member leaves before acknowledging.
-                d = d.through_share(key);
-            }
-            self.deliver(&cell, d);
-            return;
-        }
-        let next = self.routes.borrow().shared.pick_untried(&key, tried);
-        match next {
-            Some(shard) => self
-                .ctrl
-                .push(shard, Ctrl::ShareDeliver { key, msg, tried }),
-            None => Metrics::inc(&self.metrics.dropped_shared_no_member),
-        }
-    }
-
-    fn readiness(&self, cell: &SessionCell) -> Readiness {
-        if cell.conn.borrow().is_none() {
-            return Readiness::Offline;
-        }
-        let st = cell.state.borrow();
-        if st.inflight() + st.queued() < self.limits.max_inflight as usize {
-            Readiness::Ready
-        } else {
-            Readiness::Busy
-        }
-    }
-
-    /// A session's connection ended: its unacknowledged messages received through shared
-    /// subscriptions go to other members of those groups (MQTT 5.0 §4.8.2). Without another
-    /// member they stay with a persistent session; a clean session's are dropped (counted).
-    pub fn shared_member_left(&self, cell: &Rc<SessionCell>) {
-        // The session ends with this connection (clean session / expiry 0).
-        let clean = cell.expiry.get() == 0;
-        let others = |key: &str| {
-            let mine = u32::from(self.subs.borrow().groups.is_member(key, cell.key));
-            self.routes
-                .borrow()
-                .shared
-                .members(key)
-                .saturating_sub(mine)
-        };
-        // QoS 1 (sent or queued) and queued QoS 2 move; a QoS 2 message already sent must
-        // be completed with this client [MQTT-4.8.2-4] and never go to another, even if
-        // the session ends [MQTT-4.8.2-5].
-        let taken = cell
-            .state
-            .borrow_mut()
-            .take_unacked(|d, sent| match d.share() {
-                Some(key) => match d.qos {
-                    QoS::AtMostOnce => false,
-                    QoS::ExactlyOnce if sent => false,
-                    _ => clean || others(key) > 0,
-                },
-                None => false,
-            });
-        for d in taken {
-            let Some(key) = d.share().cloned() else {
-                continue;
-            };
-            if others(&key) == 0 {
-                Metrics::inc(&self.metrics.dropped_shared_no_member);
-                continue;
-            }
-            Metrics::inc(&self.metrics.shared_redelivered);
-            self.deliver_shared(key, d.msg, ShardSet::default(), Some(cell.key));
         }
     }
 

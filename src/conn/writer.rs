@@ -141,8 +141,7 @@ pub(super) async fn writer(shard: Rc<Shard>, conn: Rc<Conn>, io: Rc<Io>) {
                             delivery,
                         }) if delivery.msg.payload.len() >= ZERO_COPY_PAYLOAD => {
                             let m = &delivery.msg;
-                            let mut po =
-                                v5::publish_out(conn.version, conn.v5.as_deref(), m, &now);
+                            let mut po = v5::publish_out(conn.version, conn.v5.as_deref(), m, &now);
                             po.props = delivery.add_sub_ids(conn.version.is_v5(), po.props);
                             let before = out.len();
                             let res = encode_publish_header(

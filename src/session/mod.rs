@@ -534,7 +534,10 @@ mod tests {
         assert_eq!(one.sub_ids().collect::<Vec<_>>(), vec![7]);
         let p = one.add_sub_ids(true, None).unwrap();
         assert_eq!(p.subscription_identifiers, vec![7]);
-        assert!(one.add_sub_ids(false, None).is_none(), "never sent to 3.1.x clients");
+        assert!(
+            one.add_sub_ids(false, None).is_none(),
+            "never sent to 3.1.x clients"
+        );
         let many = d(0, QoS::AtMostOnce).with_sub_ids(&[0, 3, 9]);
         assert_eq!(many.sub_ids().collect::<Vec<_>>(), vec![3, 9]);
         assert!(d(0, QoS::AtMostOnce).add_sub_ids(true, None).is_none());

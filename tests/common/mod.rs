@@ -1021,5 +1021,5 @@ pub fn ack_v311(first: u8, pid: u16) -> Vec<u8> {
 pub fn try_send(raw: &mut Raw, bytes: &[u8]) -> bool {
     raw.stream.write_all(bytes).is_ok()
 }
-pub mod v5;
 pub mod subs;
+pub mod v5;
