@@ -454,3 +454,33 @@ fn without_another_member_a_persistent_session_keeps_its_messages() {
     let queued = expect_publish(&mut a);
     assert_eq!(queued.payload, b"second");
 }
+
+#[test]
+fn an_expiring_session_hands_its_messages_to_the_group() {
+    // §4.8.2: "If the Client's Session terminates before the Client reconnects, the Server
+    // SHOULD send the Application Message to another Client that is subscribed to the same
+    // Shared Subscription." Here no other member existed when the connection ended, so
+    // the message stayed with the session; when the session expires it moves.
+    let broker = Broker::start();
+    let mut body = mqtt_str("MQTT");
+    body.extend_from_slice(&[5, 0x02, 0, 60]);
+    body.extend_from_slice(&[5, 0x11, 0, 0, 0, 1]); // Session Expiry Interval 1 s
+    body.extend(mqtt_str("expiring"));
+    let mut a = Raw::connect(broker.addr);
+    a.send(&packet(0x10, &body));
+    assert_eq!(expect_packet(&mut a)[0], 0x20);
+    a.send(&subscribe_v5(1, None, &[("$share/g/e", 1)]));
+    assert_eq!(expect_packet(&mut a)[0], 0x90);
+    let (mut p, _) = raw_session(broker.addr, "p", true);
+    p.send(&publish_packet("e", 1, false, false, 1, b"held"));
+    expect_packet(&mut p);
+    // (a 5.0 PUBLISH: an empty property section precedes the payload)
+    assert_eq!(expect_publish(&mut a).payload, b"\0held");
+    drop(a);
+    std::thread::sleep(Duration::from_millis(200));
+    let (mut b, _) = raw_session(broker.addr, "b", true);
+    assert_eq!(raw_subscribe(&mut b, 1, &[("$share/g/e", 1)]), vec![1]);
+    let m = expect_publish(&mut b);
+    assert_eq!(m.payload, b"held");
+    expect_silence(&mut b, QUIET);
+}

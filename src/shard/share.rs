@@ -104,7 +104,18 @@ impl Shard {
     /// member they stay with a persistent session; a clean session's are dropped (counted).
     pub fn shared_member_left(&self, cell: &Rc<SessionCell>) {
         // The session ends with this connection (clean session / expiry 0).
-        let clean = cell.expiry.get() == 0;
+        self.hand_over_shared(cell, cell.expiry.get() == 0);
+    }
+
+    /// An offline session is ending (expired, or discarded by a clean start): what it
+    /// still holds from shared subscriptions goes to other members (§4.8.2: "If the
+    /// Client's Session terminates before the Client reconnects, the Server SHOULD send
+    /// the Application Message to another Client").
+    pub fn shared_session_ending(&self, cell: &Rc<SessionCell>) {
+        self.hand_over_shared(cell, true);
+    }
+
+    fn hand_over_shared(&self, cell: &Rc<SessionCell>, clean: bool) {
         let others = |key: &str| {
             let mine = u32::from(self.subs.borrow().groups.is_member(key, cell.key));
             self.routes
