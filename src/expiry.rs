@@ -124,6 +124,7 @@ impl Shard {
         if let Some((_, w, origin)) = will {
             self.publish_will(w, origin);
         }
+        self.shared_session_ending(cell);
         self.remove_session(cell);
     }
 

@@ -52,6 +52,10 @@ counters! {
     dropped_qos0_evicted,
     /// Retained messages not stored because `max_retained` was reached.
     dropped_retained_full,
+    /// Shared-subscription messages dropped: no member of the group left to take them.
+    dropped_shared_no_member,
+    /// Unacknowledged messages of a departed shared-subscription member re-sent to another.
+    shared_redelivered,
     /// Subscriptions refused because `max_subscriptions` was reached.
     subscriptions_refused,
     /// Will messages published.

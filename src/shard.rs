@@ -4,7 +4,8 @@
 //! its local subscriber trie, a replica of the route table, the retained messages whose
 //! topic hashes to it, and its counters. Nothing here is shared with another thread except
 //! through the two meshes: `data` (publications forwarded to subscriber shards, batched) and
-//! `ctrl` (route updates, connection hand-offs, retained queries).
+//! `ctrl` (route updates, connection hand-offs, retained queries, shared-subscription
+//! member counts and deliveries). Shared-subscription delivery is in `shard/share.rs`.
 
 use std::cell::{Cell, RefCell};
 use std::os::unix::io::RawFd;
@@ -23,15 +24,18 @@ use crate::config::Config;
 use crate::conn::Conn;
 use crate::metrics::Metrics;
 use crate::pressure::{Pressure, Standing};
+use crate::proto::topic::parse_shared;
 use crate::proto::{Connect, Utf8Bytes};
 use crate::route::retain::{RetainOutcome, RetainedStore};
-use crate::route::subs::{delivery_qos, Hit, LocalSubs, SessionKey};
-use crate::route::table::RouteTable;
+use crate::route::subs::{delivery_qos, merge, per_session, Hit, LocalSubs, SessionKey};
+use crate::route::table::{RouteTable, ShardSet};
 use crate::rt::mesh::Outbox;
 use crate::rt::net::{close_fd, ReadArena};
 use crate::rt::park::Parking;
 use crate::rt::sync::{Countdown, Notify};
 use crate::session::{Delivery, Enqueued, Limits, Publication, Session};
+
+mod share;
 
 /// How long a shard waits for its peers to acknowledge a route change or answer a
 /// retained query before giving up (a peer only misses this if it is shutting down).
@@ -74,6 +78,21 @@ pub enum Ctrl {
     RetainReply {
         req: u64,
         msgs: Vec<Arc<Publication>>,
+    },
+    /// `from` now has `count` local members of the shared subscription `key`
+    /// (`$share/{group}/{filter}`); answer with `Ack { req }` unless `req` is 0.
+    ShareCount {
+        key: Utf8Bytes,
+        from: usize,
+        count: u32,
+        req: u64,
+    },
+    /// Give `msg` to one local member of the shared subscription `key`; the shards in
+    /// `tried` had none.
+    ShareDeliver {
+        key: Utf8Bytes,
+        msg: Arc<Publication>,
+        tried: ShardSet,
     },
 }
 
@@ -372,23 +391,54 @@ impl Shard {
 
     // ---- subscriptions and routes -----------------------------------------------------
 
-    /// Register a local subscription; returns true when the route table gained this shard
-    /// for the filter (peers must be told before SUBACK).
+    /// Register a local subscription (`id`: its v5 subscription identifier, 0 for none);
+    /// returns true when peers must be told before SUBACK (the route table gained this
+    /// shard for the filter, or a shared subscription's member count changed).
     pub fn subscribe_local(
         &self,
         filter: &Utf8Bytes,
         key: SessionKey,
         opts: crate::proto::SubOptions,
+        id: u32,
     ) -> bool {
-        let first = self.subs.borrow_mut().add(filter, key, opts);
+        let hit = Hit {
+            session: key,
+            opts,
+            id,
+        };
+        if parse_shared(filter).is_some() {
+            let count = self.subs.borrow_mut().groups.add(filter, hit);
+            self.routes.borrow_mut().shared.set(filter, self.id, count);
+            return true;
+        }
+        let first = self.subs.borrow_mut().add(filter, key, opts, id);
         if first {
             self.routes.borrow_mut().add(filter, self.id);
         }
         first
     }
 
-    /// Remove a local subscription; tells peers when the last local subscriber left.
+    /// Remove a local subscription; tells peers when the last local subscriber left (or a
+    /// shared subscription's member count changed).
     pub fn unsubscribe_local(&self, filter: &Utf8Bytes, key: SessionKey) {
+        if parse_shared(filter).is_some() {
+            let left = self.subs.borrow_mut().groups.remove(filter, key);
+            if let Some(count) = left {
+                self.routes.borrow_mut().shared.set(filter, self.id, count);
+                for p in self.peers() {
+                    self.ctrl.push(
+                        p,
+                        Ctrl::ShareCount {
+                            key: filter.clone(),
+                            from: self.id,
+                            count,
+                            req: 0,
+                        },
+                    );
+                }
+            }
+            return;
+        }
         if self.subs.borrow_mut().remove(filter, key) {
             self.routes.borrow_mut().remove(filter, self.id);
             for p in self.peers() {
@@ -413,14 +463,21 @@ impl Shard {
         let req = self.new_req(Pending::Acks(cd.clone()));
         for p in self.peers() {
             for f in filters {
-                self.ctrl.push(
-                    p,
+                let msg = if parse_shared(f).is_some() {
+                    Ctrl::ShareCount {
+                        key: f.clone(),
+                        from: self.id,
+                        count: self.subs.borrow().groups.count(f),
+                        req,
+                    }
+                } else {
                     Ctrl::RouteAdd {
                         filter: f.clone(),
                         from: self.id,
                         req,
-                    },
-                );
+                    }
+                };
+                self.ctrl.push(p, msg);
             }
         }
         let done = crate::rt::with_timeout(PEER_TIMEOUT, cd.wait()).await;
@@ -465,6 +522,9 @@ impl Shard {
                 self.data.push(d, msg.clone());
             }
         }
+        if !self.routes.borrow().shared.is_empty() {
+            self.publish_shared(&msg);
+        }
     }
 
     fn retain_set(&self, msg: Arc<Publication>) {
@@ -473,29 +533,36 @@ impl Shard {
         }
     }
 
-    /// Deliver to every matching session on this shard, once per session.
+    /// Deliver to every matching session on this shard, once per session (at the highest
+    /// QoS of its matching subscriptions, with all their identifiers).
     pub fn deliver_local(&self, msg: &Arc<Publication>) {
         let mut hits = std::mem::take(&mut *self.hits.borrow_mut());
         self.subs.borrow().matches(&msg.topic, &mut hits);
         {
             let sessions = self.sessions.borrow();
-            for h in &hits {
-                let Some(cell) = sessions.cells.get(&h.session) else {
+            for run in per_session(&hits) {
+                let Some(cell) = sessions.cells.get(&run[0].session) else {
                     continue;
                 };
-                if h.opts.no_local
-                    && !msg.origin.is_empty()
-                    && cell.state.borrow().client_id == msg.origin
-                {
+                // No Local applies per subscription [MQTT-3.8.3-3]; the client id is
+                // compared at most once per session.
+                let own = std::cell::OnceCell::new();
+                let is_own = || {
+                    *own.get_or_init(|| {
+                        !msg.origin.is_empty() && cell.state.borrow().client_id == msg.origin
+                    })
+                };
+                let Some(m) = merge(run, |h| h.opts.no_local && is_own()) else {
                     continue;
-                }
+                };
                 self.deliver(
                     cell,
-                    Delivery {
-                        msg: msg.clone(),
-                        qos: delivery_qos(msg.qos, h.opts.qos),
-                        retain: h.opts.retain_as_published && msg.retain,
-                    },
+                    Delivery::new(
+                        msg.clone(),
+                        delivery_qos(msg.qos, m.qos),
+                        m.retain_as_published && msg.retain,
+                    )
+                    .with_sub_ids(m.ids.as_slice()),
                 );
             }
         }
@@ -587,6 +654,18 @@ impl Shard {
                     cd.tick();
                 }
             }
+            Ctrl::ShareCount {
+                key,
+                from,
+                count,
+                req,
+            } => {
+                self.routes.borrow_mut().shared.set(&key, from, count);
+                if req != 0 {
+                    self.ctrl.push(from, Ctrl::Ack { req });
+                }
+            }
+            Ctrl::ShareDeliver { key, msg, tried } => self.deliver_shared(key, msg, tried, None),
         }
     }
 

@@ -184,16 +184,21 @@ pub(super) fn ack(pkid: u16) -> PubResp {
 
 pub(super) async fn subscribe(shard: &Rc<Shard>, conn: &Rc<Conn>, s: Subscribe) {
     let key = conn.session.key;
+    // At most one identifier (the decoder rejects 0 and repeats); never from 3.1.x.
+    let sub_id = s
+        .properties
+        .subscription_identifiers
+        .first()
+        .copied()
+        .unwrap_or(0);
     let mut codes = Vec::with_capacity(s.filters.len());
     let mut new_routes = Vec::new();
-    let mut granted: Vec<(Utf8Bytes, SubOptions)> = Vec::new();
+    let mut retained: Vec<(Utf8Bytes, SubOptions)> = Vec::new();
     for (filter, opts) in s.filters {
-        if filter.starts_with("$share/") {
-            // Shared subscriptions arrive with the MQTT 5 work; refuse rather than mis-serve.
-            codes.push(0x80);
-            continue;
-        }
-        {
+        // The decoder validated `$share/{name}/{filter}` [MQTT-4.8.2-1, MQTT-4.8.2-2] and
+        // refused No Local on it [MQTT-3.8.3-4].
+        let shared = filter.starts_with(crate::proto::topic::SHARE_PREFIX);
+        let existed = {
             let mut st = conn.session.state.borrow_mut();
             if !st.subs.contains_key(filter.as_str())
                 && st.subs.len() >= shard.cfg.max_subscriptions
@@ -202,13 +207,23 @@ pub(super) async fn subscribe(shard: &Rc<Shard>, conn: &Rc<Conn>, s: Subscribe) 
                 codes.push(0x80);
                 continue;
             }
-            st.subs.insert(filter.clone(), opts);
-        }
-        if shard.subscribe_local(&filter, key, opts) {
+            st.subs.insert(filter.clone(), opts).is_some()
+        };
+        if shard.subscribe_local(&filter, key, opts, sub_id) {
             new_routes.push(filter.clone());
         }
         codes.push(opts.qos as u8);
-        granted.push((filter, opts));
+        // Retained messages: none for a shared subscription (§4.8.2); Retain Handling 0
+        // always, 1 only if the subscription is new, 2 never [MQTT-3.3.1-9..11].
+        let send = match opts.retain_handling {
+            _ if shared => false,
+            0 => true,
+            1 => !existed,
+            _ => false,
+        };
+        if send {
+            retained.push((filter, opts));
+        }
     }
     shard.announce_routes(&new_routes).await;
     conn.send(&Packet::SubAck(SubAck {
@@ -217,19 +232,12 @@ pub(super) async fn subscribe(shard: &Rc<Shard>, conn: &Rc<Conn>, s: Subscribe) 
         properties: Default::default(),
     }));
     // [MQTT-3.3.1-6] retained messages for each new subscription, after the SUBACK.
-    for (filter, opts) in granted {
-        if opts.retain_handling == 2 {
-            continue;
-        }
+    for (filter, opts) in retained {
         for msg in shard.retained_for(&filter).await {
             let qos = msg.qos.min(opts.qos);
             shard.deliver(
                 &conn.session,
-                Delivery {
-                    msg,
-                    qos,
-                    retain: true,
-                },
+                Delivery::new(msg, qos, true).with_sub_ids(&[sub_id]),
             );
         }
     }

@@ -157,6 +157,7 @@ pub(super) fn teardown(shard: &Rc<Shard>, conn: &Rc<Conn>, graceful: bool) {
     if current {
         cell.conn.replace(None);
         shard.pressure.release(&cell);
+        shard.shared_member_left(&cell);
     }
     // A normal DISCONNECT already discarded the will [MQTT-3.14.4-3]; what is left is
     // published now or after its delay ([`crate::expiry`]).

@@ -20,7 +20,8 @@ pub(super) fn write_outgoing(
             delivery,
         } => {
             let m = &delivery.msg;
-            let po = v5::publish_out(conn.version, conn.v5.as_deref(), m, now);
+            let mut po = v5::publish_out(conn.version, conn.v5.as_deref(), m, now);
+            po.props = delivery.add_sub_ids(conn.version.is_v5(), po.props);
             let before = out.len();
             let res = encode_publish(
                 out,
@@ -140,7 +141,8 @@ pub(super) async fn writer(shard: Rc<Shard>, conn: Rc<Conn>, io: Rc<Io>) {
                             delivery,
                         }) if delivery.msg.payload.len() >= ZERO_COPY_PAYLOAD => {
                             let m = &delivery.msg;
-                            let po = v5::publish_out(conn.version, conn.v5.as_deref(), m, &now);
+                            let mut po = v5::publish_out(conn.version, conn.v5.as_deref(), m, &now);
+                            po.props = delivery.add_sub_ids(conn.version.is_v5(), po.props);
                             let before = out.len();
                             let res = encode_publish_header(
                                 &mut out,

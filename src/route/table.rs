@@ -3,8 +3,10 @@
 //! Replicated on every shard; updated over the ctrl mesh (`RouteAdd`/`RouteDel`), sent by a
 //! shard only when its local subscriber count for a filter goes 0→1 or 1→0. A publish is
 //! matched once here and forwarded once per destination shard (later: also to the cluster
-//! bridge — a destination is not necessarily a local shard, ARCHITECTURE §7).
+//! bridge — a destination is not necessarily a local shard, ARCHITECTURE §7). Shared
+//! subscriptions keep per-shard member counts instead ([`ShareRoutes`]).
 
+use super::shared::ShareRoutes;
 use super::trie::TopicTrie;
 
 /// A set of shards as a bitmask (the broker caps shards at 64).
@@ -41,6 +43,8 @@ impl ShardSet {
 #[derive(Debug, Default)]
 pub struct RouteTable {
     trie: TopicTrie<ShardSet>,
+    /// Shared subscriptions: member counts per shard (see [`super::shared`]).
+    pub shared: ShareRoutes,
 }
 
 impl RouteTable {

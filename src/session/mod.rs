@@ -57,13 +57,93 @@ impl Publication {
 }
 
 /// A message addressed to one session.
+///
+/// Sits in every queue and inflight slot, so it is kept at three words: the common cases
+/// (no subscription identifier, or exactly one) need no allocation; several identifiers or
+/// a shared-subscription origin go behind one optional box.
 #[derive(Debug, Clone)]
 pub struct Delivery {
     pub msg: Arc<Publication>,
+    /// Rarely needed extras (see [`DeliveryExtra`]).
+    pub extra: Option<Box<DeliveryExtra>>,
+    /// Subscription identifier of the matching subscription (v5), 0 for none (identifiers
+    /// are 1..=268435455). Further identifiers are in `extra`.
+    pub sub_id: u32,
     /// QoS for this subscriber: min(published, granted).
     pub qos: QoS,
     /// RETAIN flag to send (1 only for retained messages sent on subscribe, in 3.1.1).
     pub retain: bool,
+}
+
+/// The uncommon parts of a [`Delivery`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DeliveryExtra {
+    /// Identifiers of further matching subscriptions, after [`Delivery::sub_id`]
+    /// [MQTT-3.3.4-4].
+    pub more_sub_ids: Vec<u32>,
+    /// The shared subscription (`$share/{group}/{filter}`) the message was delivered
+    /// through: if this member's connection ends before it acknowledges, the message goes
+    /// to another member of the group.
+    pub share: Option<Utf8Bytes>,
+}
+
+impl Delivery {
+    /// A delivery with no subscription identifier and no share group.
+    pub fn new(msg: Arc<Publication>, qos: QoS, retain: bool) -> Delivery {
+        Delivery {
+            msg,
+            extra: None,
+            sub_id: 0,
+            qos,
+            retain,
+        }
+    }
+
+    /// Attach the subscription identifiers of every matching subscription (0s ignored).
+    pub fn with_sub_ids(mut self, ids: &[u32]) -> Delivery {
+        let mut ids = ids.iter().copied().filter(|&i| i != 0);
+        self.sub_id = ids.next().unwrap_or(0);
+        let more: Vec<u32> = ids.collect();
+        if !more.is_empty() {
+            self.extra.get_or_insert_with(Box::default).more_sub_ids = more;
+        }
+        self
+    }
+
+    /// Mark the delivery as made through shared subscription `share`.
+    pub fn through_share(mut self, share: Utf8Bytes) -> Delivery {
+        self.extra.get_or_insert_with(Box::default).share = Some(share);
+        self
+    }
+
+    /// The shared subscription this message was delivered through, if any.
+    pub fn share(&self) -> Option<&Utf8Bytes> {
+        self.extra.as_ref()?.share.as_ref()
+    }
+
+    /// Every subscription identifier to send with the message.
+    pub fn sub_ids(&self) -> impl Iterator<Item = u32> + '_ {
+        let more = self.extra.as_ref().map_or(&[][..], |e| &e.more_sub_ids[..]);
+        (self.sub_id != 0)
+            .then_some(self.sub_id)
+            .into_iter()
+            .chain(more.iter().copied())
+    }
+
+    /// Add the matching subscription identifiers [MQTT-3.3.4-3] to the PUBLISH properties
+    /// a 5.0 subscriber gets (copied only when there are identifiers; never for 3.1.x).
+    pub fn add_sub_ids<'a>(
+        &self,
+        v5: bool,
+        props: Option<std::borrow::Cow<'a, Properties>>,
+    ) -> Option<std::borrow::Cow<'a, Properties>> {
+        if !v5 || self.sub_id == 0 {
+            return props;
+        }
+        let mut p = props.map(|c| c.into_owned()).unwrap_or_default();
+        p.subscription_identifiers = self.sub_ids().collect();
+        Some(std::borrow::Cow::Owned(p))
+    }
 }
 
 /// What the connection should write next.
@@ -355,6 +435,35 @@ impl Session {
             .collect()
     }
 
+    /// Remove and return the messages `take(delivery, sent)` selects among those not yet
+    /// acknowledged: inflight PUBLISHes still waiting for PUBACK/PUBREC (`sent`; their
+    /// packet ids are freed, a late acknowledgement is then unknown and ignored), then
+    /// queued messages, in order. QoS 2 flows past PUBREC always stay. Used to hand a
+    /// departed shared-subscription member's messages to another member (MQTT 5.0 §4.8.2).
+    pub fn take_unacked(&mut self, mut take: impl FnMut(&Delivery, bool) -> bool) -> Vec<Delivery> {
+        let mut out = Vec::new();
+        self.inflight.retain_mut(|(_, st)| match st {
+            Inflight::Sent(d) if take(d, true) => {
+                out.push(d.clone());
+                false
+            }
+            _ => true,
+        });
+        let (mut bytes, mut qos0) = (0, 0);
+        self.queue.retain(|d| {
+            if !take(d, false) {
+                return true;
+            }
+            bytes += d.msg.weight();
+            qos0 += usize::from(d.qos == QoS::AtMostOnce);
+            out.push(d.clone());
+            false
+        });
+        self.queued_bytes -= bytes;
+        self.queued_qos0 -= qos0;
+        out
+    }
+
     /// An incoming QoS 2 PUBLISH. Returns true the first time this id is seen (deliver it),
     /// false for a retransmission before PUBREL (acknowledge again, do not deliver).
     pub fn incoming_qos2(&mut self, pkid: PacketId) -> bool {
@@ -393,8 +502,8 @@ mod tests {
     }
 
     fn d(n: u8, qos: QoS) -> Delivery {
-        Delivery {
-            msg: Arc::new(Publication {
+        Delivery::new(
+            Arc::new(Publication {
                 topic: Utf8Bytes::from("t"),
                 payload: Bytes::from(vec![n]),
                 qos,
@@ -404,8 +513,55 @@ mod tests {
                 expiry: None,
             }),
             qos,
-            retain: false,
-        }
+            false,
+        )
+    }
+
+    #[test]
+    fn delivery_stays_three_words() {
+        // One sits in every queue slot: the subscription identifier / share-group work may
+        // add at most 8 bytes to the original 16.
+        assert!(std::mem::size_of::<Delivery>() <= 24);
+    }
+
+    #[test]
+    fn subscription_ids_inline_then_boxed() {
+        let one = d(0, QoS::AtMostOnce).with_sub_ids(&[7]);
+        assert!(
+            one.extra.is_none(),
+            "a single identifier needs no allocation"
+        );
+        assert_eq!(one.sub_ids().collect::<Vec<_>>(), vec![7]);
+        let p = one.add_sub_ids(true, None).unwrap();
+        assert_eq!(p.subscription_identifiers, vec![7]);
+        assert!(
+            one.add_sub_ids(false, None).is_none(),
+            "never sent to 3.1.x clients"
+        );
+        let many = d(0, QoS::AtMostOnce).with_sub_ids(&[0, 3, 9]);
+        assert_eq!(many.sub_ids().collect::<Vec<_>>(), vec![3, 9]);
+        assert!(d(0, QoS::AtMostOnce).add_sub_ids(true, None).is_none());
+    }
+
+    #[test]
+    fn take_unacked_frees_inflight_and_queue_but_keeps_released() {
+        let mut s = Session::new("c".into(), lim(2, 100));
+        let shared = |n| d(n, QoS::ExactlyOnce).through_share("$share/g/t".into());
+        s.enqueue(shared(1));
+        s.enqueue(shared(2));
+        s.enqueue(d(3, QoS::AtLeastOnce));
+        s.enqueue(shared(4));
+        let Some(Outgoing::Publish { pkid: p1, .. }) = s.next_outgoing() else {
+            panic!()
+        };
+        s.next_outgoing();
+        assert_eq!(s.on_pubrec(p1), PubRecResult::Release);
+        let taken = s.take_unacked(|d, _| d.share().is_some());
+        let got: Vec<u8> = taken.iter().map(|d| d.msg.payload[0]).collect();
+        assert_eq!(got, vec![2, 4], "QoS 2 past PUBREC stays");
+        assert_eq!(s.inflight(), 1);
+        assert_eq!(s.queued(), 1);
+        assert_eq!(s.queued_bytes(), 2);
     }
 
     fn payload(o: &Outgoing) -> u8 {

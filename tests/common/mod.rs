@@ -1022,4 +1022,5 @@ pub fn try_send(raw: &mut Raw, bytes: &[u8]) -> bool {
     raw.stream.write_all(bytes).is_ok()
 }
 pub mod auth;
+pub mod subs;
 pub mod v5;
