@@ -107,6 +107,9 @@ fn maximum_qos_refuses_higher_publishes() {
     assert_eq!(ack.properties.maximum_qos, Some(1));
     c.publish("t", QoS::AtLeastOnce, 1, b"ok", Properties::default());
     assert!(matches!(c.expect(), Packet::PubAck(_)));
+    // A subscription asking for QoS 2 is granted the maximum [MQTT-3.8.4-7].
+    let codes = c.subscribe(7, "sub/q", QoS::ExactlyOnce, Properties::default());
+    assert_eq!(codes, vec![1]);
     c.publish("t", QoS::ExactlyOnce, 2, b"too high", Properties::default());
     assert_eq!(c.expect_disconnect().reason, 0x9B);
 }

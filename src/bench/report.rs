@@ -101,7 +101,7 @@ pub fn build(plan: &Plan, out: &Outcome) -> Report {
 
     if out.refused > 0 {
         let why = if plan.scenario == Scenario::Shared {
-            "shared subscriptions ($share/...) not yet supported by ringmq (SUBACK 0x80)"
+            "the broker refused the shared subscription ($share/...): not supported"
         } else {
             "the broker refused a subscription"
         };

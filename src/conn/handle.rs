@@ -194,7 +194,10 @@ pub(super) async fn subscribe(shard: &Rc<Shard>, conn: &Rc<Conn>, s: Subscribe) 
     let mut codes = Vec::with_capacity(s.filters.len());
     let mut new_routes = Vec::new();
     let mut retained: Vec<(Utf8Bytes, SubOptions)> = Vec::new();
-    for (filter, opts) in s.filters {
+    // Granted QoS is capped by the server's Maximum QoS (§3.2.2.3.4, [MQTT-3.8.4-7]).
+    let max_qos = QoS::from_u8(shard.cfg.maximum_qos).unwrap_or(QoS::ExactlyOnce);
+    for (filter, mut opts) in s.filters {
+        opts.qos = opts.qos.min(max_qos);
         // The decoder validated `$share/{name}/{filter}` [MQTT-4.8.2-1, MQTT-4.8.2-2] and
         // refused No Local on it [MQTT-3.8.3-4].
         let shared = filter.starts_with(crate::proto::topic::SHARE_PREFIX);
