@@ -131,7 +131,7 @@ impl Shard {
     pub fn publish_will(&self, w: Box<LastWill>, origin: Utf8Bytes) {
         // [MQTT-3.1.2-8] the will is published when the connection ends without DISCONNECT.
         Metrics::inc(&self.metrics.wills_published);
-        self.publish(will_publication(w, origin));
+        let _routed = self.publish(will_publication(w, origin));
     }
 
     /// Called by the ticker: publish wills whose delay ran out, expire offline sessions

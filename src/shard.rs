@@ -505,7 +505,10 @@ impl Shard {
 
     /// Route a publication: retained store, then once per destination shard (local
     /// delivery inline, remote via the data mesh).
-    pub fn publish(&self, msg: Arc<Publication>) {
+    ///
+    /// Returns whether the message had any matching subscription (5.0 PUBACK/PUBREC
+    /// reason 0x10 "no matching subscribers" otherwise).
+    pub fn publish(&self, msg: Arc<Publication>) -> bool {
         if msg.retain {
             let owner = self.shard_of(msg.topic.as_bytes());
             if owner == self.id {
@@ -515,6 +518,7 @@ impl Shard {
             }
         }
         let dests = self.routes.borrow().destinations(&msg.topic);
+        let mut routed = !dests.is_empty();
         for d in dests.iter() {
             if d == self.id {
                 self.deliver_local(&msg);
@@ -523,8 +527,9 @@ impl Shard {
             }
         }
         if !self.routes.borrow().shared.is_empty() {
-            self.publish_shared(&msg);
+            routed |= self.publish_shared(&msg);
         }
+        routed
     }
 
     fn retain_set(&self, msg: Arc<Publication>) {

@@ -327,3 +327,39 @@ fn v5_properties_are_removed_for_v3_subscribers_and_v3_messages_reach_v5() {
     assert_eq!(&m.payload[..], b"from3");
     assert!(m.properties.is_empty(), "{:?}", m.properties);
 }
+
+#[test]
+fn acks_say_when_no_subscriber_matched() {
+    // §3.4.2.1 / §3.5.2.1: PUBACK / PUBREC 0x10 "No matching subscribers"; 0x00 otherwise.
+    let b = Broker::start();
+    let (mut p, _) = V5Client::connect(b.addr, "p", Properties::default());
+    p.publish(
+        "nobody/here",
+        QoS::AtLeastOnce,
+        1,
+        b"x",
+        Properties::default(),
+    );
+    match p.expect() {
+        Packet::PubAck(a) => assert_eq!((a.pkid, a.reason), (1, 0x10)),
+        other => panic!("expected PUBACK, got {other:?}"),
+    }
+    p.publish(
+        "nobody/here",
+        QoS::ExactlyOnce,
+        2,
+        b"x",
+        Properties::default(),
+    );
+    match p.expect() {
+        Packet::PubRec(a) => assert_eq!((a.pkid, a.reason), (2, 0x10)),
+        other => panic!("expected PUBREC, got {other:?}"),
+    }
+    let (mut s, _) = V5Client::connect(b.addr, "s", Properties::default());
+    s.subscribe(1, "some/+", QoS::AtMostOnce, Properties::default());
+    p.publish("some/one", QoS::AtLeastOnce, 3, b"x", Properties::default());
+    match p.expect() {
+        Packet::PubAck(a) => assert_eq!((a.pkid, a.reason), (3, 0x00)),
+        other => panic!("expected PUBACK, got {other:?}"),
+    }
+}

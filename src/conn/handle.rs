@@ -77,6 +77,7 @@ pub(super) fn handle(shard: &Rc<Shard>, conn: &Rc<Conn>, p: Packet) -> Flow {
                 }
                 _ => true,
             };
+            let mut routed = true;
             if fresh {
                 shard.pressure.take_hit(); // only this publish's deliveries count
                 let v5 = conn.version.is_v5();
@@ -93,7 +94,7 @@ pub(super) fn handle(shard: &Rc<Shard>, conn: &Rc<Conn>, p: Packet) -> Flow {
                 } else {
                     (None, None)
                 };
-                shard.publish(Arc::new(Publication {
+                routed = shard.publish(Arc::new(Publication {
                     topic: p.topic,
                     payload: p.payload,
                     qos,
@@ -103,10 +104,16 @@ pub(super) fn handle(shard: &Rc<Shard>, conn: &Rc<Conn>, p: Packet) -> Flow {
                     expiry,
                 }));
             }
+            let mut a = ack(pkid);
+            if !routed && conn.version.is_v5() {
+                // §3.4.2.1: accepted, but no subscription matched (a retained message is
+                // still stored).
+                a.reason = 0x10;
+            }
             match qos {
                 QoS::AtMostOnce => {}
-                QoS::AtLeastOnce => conn.send(&Packet::PubAck(ack(pkid))),
-                QoS::ExactlyOnce => conn.send(&Packet::PubRec(ack(pkid))),
+                QoS::AtLeastOnce => conn.send(&Packet::PubAck(a)),
+                QoS::ExactlyOnce => conn.send(&Packet::PubRec(a)),
             }
         }
         Packet::PubAck(r) => {

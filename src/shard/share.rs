@@ -16,12 +16,14 @@ use super::{Ctrl, SessionCell, Shard};
 
 impl Shard {
     /// One copy per matching shared subscription, to the shard the balancer picks.
-    pub(super) fn publish_shared(&self, msg: &Arc<Publication>) {
+    /// Returns whether any group matched.
+    pub(super) fn publish_shared(&self, msg: &Arc<Publication>) -> bool {
         let mut picks: Vec<(Utf8Bytes, usize)> = Vec::new();
         self.routes
             .borrow()
             .shared
             .pick(&msg.topic, |key, shard| picks.push((key.clone(), shard)));
+        let matched = !picks.is_empty();
         for (key, shard) in picks {
             if shard == self.id {
                 self.deliver_shared(key, msg.clone(), ShardSet::default(), None);
@@ -36,6 +38,7 @@ impl Shard {
                 );
             }
         }
+        matched
     }
 
     /// Give `msg` to one local member of share `key` (never `exclude`); with only offline
