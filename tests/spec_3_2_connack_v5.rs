@@ -148,3 +148,28 @@ async fn rumqttc_v5_reads_the_connack_properties() {
     assert_eq!(p.topic_alias_max, Some(64));
     assert_eq!(p.shared_subscription_available, Some(1));
 }
+
+#[test]
+fn subscriptions_over_the_limit_get_quota_exceeded() {
+    // §3.9.3: SUBACK 0x97 Quota exceeded (5.0); 3.1.1 clients get 0x80 Failure.
+    let b = Broker::start_with(&["--max-subscriptions", "1"]);
+    let (mut c, _) = V5Client::connect(b.addr, "quota", Properties::default());
+    assert_eq!(
+        c.subscribe(1, "a", QoS::AtMostOnce, Properties::default()),
+        vec![0]
+    );
+    assert_eq!(
+        c.subscribe(2, "b", QoS::AtMostOnce, Properties::default()),
+        vec![0x97]
+    );
+    // Re-subscribing an existing filter is a replacement, not a new subscription.
+    assert_eq!(
+        c.subscribe(3, "a", QoS::AtLeastOnce, Properties::default()),
+        vec![1]
+    );
+    let (mut raw, _) = common::raw_session(b.addr, "quota3", true);
+    assert_eq!(
+        common::raw_subscribe(&mut raw, 1, &[("a", 0), ("b", 0)]),
+        vec![0, 0x80]
+    );
+}

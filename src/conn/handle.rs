@@ -214,7 +214,8 @@ pub(super) async fn subscribe(shard: &Rc<Shard>, conn: &Rc<Conn>, s: Subscribe) 
                 && st.subs.len() >= shard.cfg.max_subscriptions
             {
                 Metrics::inc(&shard.metrics.subscriptions_refused);
-                codes.push(0x80);
+                // 5.0: 0x97 Quota exceeded; 3.1.1: 0x80 Failure.
+                codes.push(if conn.version.is_v5() { 0x97 } else { 0x80 });
                 continue;
             }
             st.subs.insert(filter.clone(), opts).is_some()
