@@ -557,18 +557,29 @@ impl Shard {
                         !msg.origin.is_empty() && cell.state.borrow().client_id == msg.origin
                     })
                 };
-                let Some(m) = merge(run, |h| h.opts.no_local && is_own()) else {
-                    continue;
-                };
-                self.deliver(
-                    cell,
+                let d = if let [h] = run {
+                    // The common case: one matching subscription, nothing to merge.
+                    if h.opts.no_local && is_own() {
+                        continue;
+                    }
+                    Delivery::new(
+                        msg.clone(),
+                        delivery_qos(msg.qos, h.opts.qos),
+                        h.opts.retain_as_published && msg.retain,
+                    )
+                    .with_sub_id(h.id)
+                } else {
+                    let Some(m) = merge(run, |h| h.opts.no_local && is_own()) else {
+                        continue;
+                    };
                     Delivery::new(
                         msg.clone(),
                         delivery_qos(msg.qos, m.qos),
                         m.retain_as_published && msg.retain,
                     )
-                    .with_sub_ids(m.ids.as_slice()),
-                );
+                    .with_sub_ids(m.ids.as_slice())
+                };
+                self.deliver(cell, d);
             }
         }
         hits.clear();

@@ -96,41 +96,85 @@ impl V5 {
 }
 
 /// What a PUBLISH to a 5.0 client carries besides the message: its properties (the
-/// publisher's, with the Message Expiry Interval reduced to what is left) and the topic to
-/// put in the packet (empty when an established alias stands for it).
+/// publisher's, with the Message Expiry Interval reduced to what is left, plus this
+/// subscriber's subscription identifiers and topic alias) and the topic to put in the packet
+/// (empty when an established alias stands for it). Small on purpose: it is built per
+/// message per subscriber, so changed properties are boxed, never moved around inline.
 pub struct PublishOut<'a> {
     pub topic: &'a [u8],
-    pub props: Option<std::borrow::Cow<'a, Properties>>,
+    props: OutProps<'a>,
     /// An alias assigned by this very packet (undone if the packet is not sent).
     assigned: Option<&'a Utf8Bytes>,
 }
 
-/// The topic and properties to send `m` with on a connection of `version` (v5 state `v5`).
+enum OutProps<'a> {
+    None,
+    Borrowed(&'a Properties),
+    Owned(Box<Properties>),
+}
+
+impl PublishOut<'_> {
+    pub fn props(&self) -> Option<&Properties> {
+        match &self.props {
+            OutProps::None => None,
+            OutProps::Borrowed(p) => Some(p),
+            OutProps::Owned(p) => Some(p),
+        }
+    }
+
+    /// The properties to change: a copy of the publisher's on first change.
+    fn props_mut(&mut self) -> &mut Properties {
+        if !matches!(self.props, OutProps::Owned(_)) {
+            let copy = Box::new(self.props().cloned().unwrap_or_default());
+            self.props = OutProps::Owned(copy);
+        }
+        match &mut self.props {
+            OutProps::Owned(p) => p,
+            _ => unreachable!("just made owned"),
+        }
+    }
+}
+
+/// The topic and properties to send delivery `d` with on a connection of `version`
+/// (5.0 state `v5`). 3.1.x: the topic, no properties.
+#[inline]
 pub fn publish_out<'a>(
     version: ProtocolVersion,
     v5: Option<&V5>,
-    m: &'a Publication,
+    d: &'a Delivery,
     now: &crate::rt::LazyNow,
 ) -> PublishOut<'a> {
-    let mut out = PublishOut {
-        topic: m.topic.as_bytes(),
-        props: None,
+    let out = PublishOut {
+        topic: d.msg.topic.as_bytes(),
+        props: OutProps::None,
         assigned: None,
     };
     if !version.is_v5() {
         return out;
     }
-    out.props = m.props.as_ref().map(std::borrow::Cow::Borrowed);
+    publish_out_v5(out, v5, d, now)
+}
+
+fn publish_out_v5<'a>(
+    mut out: PublishOut<'a>,
+    v5: Option<&V5>,
+    d: &'a Delivery,
+    now: &crate::rt::LazyNow,
+) -> PublishOut<'a> {
+    let m = &*d.msg;
+    if let Some(p) = m.props.as_ref() {
+        out.props = OutProps::Borrowed(p);
+    }
     if let Some(left) = m.expiry.and_then(|_| m.expiry_left(now.get())) {
         // [MQTT-3.3.2-6] the interval sent is what is left of it.
-        let mut p = m.props.clone().unwrap_or_default();
-        p.message_expiry_interval = Some(left);
-        out.props = Some(std::borrow::Cow::Owned(p));
+        out.props_mut().message_expiry_interval = Some(left);
+    }
+    if d.has_sub_ids() {
+        // [MQTT-3.3.4-3] every matching subscription's identifier.
+        out.props_mut().subscription_identifiers = d.sub_ids().collect();
     }
     if let Some((alias, first)) = v5.and_then(|v| v.alias_for(&m.topic)) {
-        let mut p = out.props.take().map(|c| c.into_owned()).unwrap_or_default();
-        p.topic_alias = Some(alias);
-        out.props = Some(std::borrow::Cow::Owned(p));
+        out.props_mut().topic_alias = Some(alias);
         if first {
             out.assigned = Some(&m.topic);
         } else {

@@ -20,8 +20,7 @@ pub(super) fn write_outgoing(
             delivery,
         } => {
             let m = &delivery.msg;
-            let mut po = v5::publish_out(conn.version, conn.v5.as_deref(), m, now);
-            po.props = delivery.add_sub_ids(conn.version.is_v5(), po.props);
+            let po = v5::publish_out(conn.version, conn.v5.as_deref(), &delivery, now);
             let before = out.len();
             let res = encode_publish(
                 out,
@@ -32,7 +31,7 @@ pub(super) fn write_outgoing(
                 delivery.retain,
                 dup,
                 pkid,
-                po.props.as_deref(),
+                po.props(),
             );
             if let Err(e) = res {
                 tracing::warn!(topic = %m.topic, "cannot encode publish: {e}");
@@ -141,8 +140,8 @@ pub(super) async fn writer(shard: Rc<Shard>, conn: Rc<Conn>, io: Rc<Io>) {
                             delivery,
                         }) if delivery.msg.payload.len() >= ZERO_COPY_PAYLOAD => {
                             let m = &delivery.msg;
-                            let mut po = v5::publish_out(conn.version, conn.v5.as_deref(), m, &now);
-                            po.props = delivery.add_sub_ids(conn.version.is_v5(), po.props);
+                            let po =
+                                v5::publish_out(conn.version, conn.v5.as_deref(), &delivery, &now);
                             let before = out.len();
                             let res = encode_publish_header(
                                 &mut out,
@@ -153,7 +152,7 @@ pub(super) async fn writer(shard: Rc<Shard>, conn: Rc<Conn>, io: Rc<Io>) {
                                 delivery.retain,
                                 dup,
                                 pkid,
-                                po.props.as_deref(),
+                                po.props(),
                             );
                             if let Err(e) = res {
                                 tracing::warn!(topic = %m.topic, "cannot encode publish: {e}");

@@ -66,9 +66,13 @@ impl LocalSubs {
     /// message once (see [`per_session`]).
     pub fn matches(&self, topic: &str, out: &mut Vec<Hit>) {
         out.clear();
-        self.trie
-            .for_each_match(topic, |_, list| out.extend_from_slice(list));
-        if out.len() > 1 {
+        let mut lists = 0;
+        self.trie.for_each_match(topic, |_, list| {
+            lists += 1;
+            out.extend_from_slice(list)
+        });
+        // One matching filter lists each session once: already one run per session.
+        if lists > 1 && out.len() > 1 {
             out.sort_unstable_by(|a, b| {
                 a.session.cmp(&b.session).then(b.opts.qos.cmp(&a.opts.qos))
             });

@@ -73,6 +73,9 @@ pub struct Delivery {
     pub qos: QoS,
     /// RETAIN flag to send (1 only for retained messages sent on subscribe, in 3.1.1).
     pub retain: bool,
+    /// The message has a Message Expiry Interval (a copy of `msg.expiry.is_some()` in the
+    /// padding, so the writer's expiry check does not touch the message).
+    expires: bool,
 }
 
 /// The uncommon parts of a [`Delivery`].
@@ -89,8 +92,10 @@ pub struct DeliveryExtra {
 
 impl Delivery {
     /// A delivery with no subscription identifier and no share group.
+    #[inline]
     pub fn new(msg: Arc<Publication>, qos: QoS, retain: bool) -> Delivery {
         Delivery {
+            expires: msg.expiry.is_some(),
             msg,
             extra: None,
             sub_id: 0,
@@ -101,6 +106,9 @@ impl Delivery {
 
     /// Attach the subscription identifiers of every matching subscription (0s ignored).
     pub fn with_sub_ids(mut self, ids: &[u32]) -> Delivery {
+        if ids.iter().all(|&i| i == 0) {
+            return self;
+        }
         let mut ids = ids.iter().copied().filter(|&i| i != 0);
         self.sub_id = ids.next().unwrap_or(0);
         let more: Vec<u32> = ids.collect();
@@ -130,19 +138,16 @@ impl Delivery {
             .chain(more.iter().copied())
     }
 
-    /// Add the matching subscription identifiers [MQTT-3.3.4-3] to the PUBLISH properties
-    /// a 5.0 subscriber gets (copied only when there are identifiers; never for 3.1.x).
-    pub fn add_sub_ids<'a>(
-        &self,
-        v5: bool,
-        props: Option<std::borrow::Cow<'a, Properties>>,
-    ) -> Option<std::borrow::Cow<'a, Properties>> {
-        if !v5 || self.sub_id == 0 {
-            return props;
-        }
-        let mut p = props.map(|c| c.into_owned()).unwrap_or_default();
-        p.subscription_identifiers = self.sub_ids().collect();
-        Some(std::borrow::Cow::Owned(p))
+    /// With one subscription identifier (0 = none): the common case, no allocation.
+    #[inline]
+    pub fn with_sub_id(mut self, id: u32) -> Delivery {
+        self.sub_id = id;
+        self
+    }
+
+    /// Whether any subscription identifier goes with this delivery (5.0 only).
+    pub fn has_sub_ids(&self) -> bool {
+        self.sub_id != 0
     }
 }
 
@@ -321,7 +326,7 @@ impl Session {
     pub fn drop_expired(&mut self, now: &crate::rt::LazyNow) -> usize {
         let mut n = 0;
         while let Some(d) = self.queue.front() {
-            if d.msg.expiry.is_none() || !d.msg.expired(now.get()) {
+            if !d.expires || !d.msg.expired(now.get()) {
                 break;
             }
             if let Some(d) = self.queue.pop_front() {
@@ -532,15 +537,10 @@ mod tests {
             "a single identifier needs no allocation"
         );
         assert_eq!(one.sub_ids().collect::<Vec<_>>(), vec![7]);
-        let p = one.add_sub_ids(true, None).unwrap();
-        assert_eq!(p.subscription_identifiers, vec![7]);
-        assert!(
-            one.add_sub_ids(false, None).is_none(),
-            "never sent to 3.1.x clients"
-        );
+        assert!(one.has_sub_ids());
         let many = d(0, QoS::AtMostOnce).with_sub_ids(&[0, 3, 9]);
         assert_eq!(many.sub_ids().collect::<Vec<_>>(), vec![3, 9]);
-        assert!(d(0, QoS::AtMostOnce).add_sub_ids(true, None).is_none());
+        assert!(!d(0, QoS::AtMostOnce).with_sub_ids(&[0]).has_sub_ids());
     }
 
     #[test]
