@@ -562,20 +562,7 @@ impl MqttClient {
 
     /// The next event (or the connection error that ended the loop), `None` after `within`.
     pub async fn next_event(&mut self, within: Duration) -> Option<Result<rumqttc::Event, String>> {
-        let deadline = Instant::now() + within;
-        loop {
-            match self.events.try_recv() {
-                Ok(ev) => return Some(ev),
-                Err(std::sync::mpsc::TryRecvError::Disconnected) => {
-                    return Some(Err("event loop ended".into()))
-                }
-                Err(std::sync::mpsc::TryRecvError::Empty) => {}
-            }
-            if Instant::now() >= deadline {
-                return None;
-            }
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
+        next_from(&self.events, within).await
     }
 
     /// Wait for an incoming packet satisfying `want`, skipping others; panics on a
@@ -1021,6 +1008,28 @@ pub fn ack_v311(first: u8, pid: u16) -> Vec<u8> {
 pub fn try_send(raw: &mut Raw, bytes: &[u8]) -> bool {
     raw.stream.write_all(bytes).is_ok()
 }
+/// The next item a client's event-loop task sent (or "event loop ended" once it is gone),
+/// `None` after `within`. Shared by the v3 and v5 rumqttc test clients.
+pub async fn next_from<T>(
+    events: &std::sync::mpsc::Receiver<Result<T, String>>,
+    within: Duration,
+) -> Option<Result<T, String>> {
+    let deadline = Instant::now() + within;
+    loop {
+        match events.try_recv() {
+            Ok(ev) => return Some(ev),
+            Err(std::sync::mpsc::TryRecvError::Disconnected) => {
+                return Some(Err("event loop ended".into()))
+            }
+            Err(std::sync::mpsc::TryRecvError::Empty) => {}
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
+
 pub mod auth;
 pub mod subs;
 pub mod v5;

@@ -57,20 +57,7 @@ impl V5Client {
     }
 
     async fn next_event(&mut self, within: Duration) -> Option<Result<Event, String>> {
-        let deadline = Instant::now() + within;
-        loop {
-            match self.events.try_recv() {
-                Ok(ev) => return Some(ev),
-                Err(std::sync::mpsc::TryRecvError::Disconnected) => {
-                    return Some(Err("event loop ended".into()))
-                }
-                Err(std::sync::mpsc::TryRecvError::Empty) => {}
-            }
-            if Instant::now() >= deadline {
-                return None;
-            }
-            tokio::time::sleep(Duration::from_millis(2)).await;
-        }
+        super::next_from(&self.events, within).await
     }
 
     /// Wait for an incoming packet `want` accepts; PUBLISHes skipped meanwhile are kept.
