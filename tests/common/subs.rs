@@ -32,6 +32,11 @@ impl V5Client {
     pub async fn connect(broker: &Broker, id: &str) -> V5Client {
         let mut o = MqttOptions::new(id, "127.0.0.1", broker.port());
         o.set_keep_alive(Duration::from_secs(30));
+        V5Client::connect_opts(o).await
+    }
+
+    /// Connect with the given options and wait (5 s) for a successful CONNACK.
+    pub async fn connect_opts(o: MqttOptions) -> V5Client {
         let (client, mut eventloop) = AsyncClient::new(o, 1000);
         let (tx, events) = std::sync::mpsc::channel();
         let task = tokio::spawn(async move {
