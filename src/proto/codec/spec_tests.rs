@@ -991,3 +991,5 @@ fn back_to_back_packets_consume_exactly() {
     assert!(buf.is_empty());
     assert_eq!(d.decode(&mut buf).unwrap(), None);
 }
+
+mod property_matrix;
