@@ -72,6 +72,7 @@ p2p-qos1|p2p --pubs 100 --qos 1 --duration 10
 fanin-qos1|fanin --pubs 100 --subs 1 --qos 1 --duration 10
 fanin-qos2|fanin --pubs 100 --subs 1 --qos 2 --duration 10
 large-1MiB-qos1|large --payload 1048576 --subs 10 --qos 1 --inflight 4 --duration 10
+shared-qos1|shared --pubs 10 --subs 10 --qos 1 --duration 10
 EOF
 }
 
