@@ -66,6 +66,8 @@ counters! {
     sessions_expired,
     /// Queued messages dropped because their Message Expiry Interval ran out (5.0).
     dropped_expired,
+    /// Retained messages removed because their Message Expiry Interval ran out (5.0).
+    retained_expired,
     /// Messages not sent to a client because the packet exceeded its Maximum Packet Size.
     dropped_too_large_for_client,
     /// Connections closed for exceeding the Receive Maximum (5.0, 0x93).

@@ -788,12 +788,23 @@ impl Shard {
 
     /// Once a second: close connections silent for 1.5 × keep-alive [MQTT-3.1.2-24].
     pub async fn run_ticker(self: Rc<Self>) {
+        let mut ticks = 0u32;
         loop {
             glommio::timer::sleep(Duration::from_millis(250)).await;
             if self.stopping.get() {
                 return;
             }
             self.run_session_timers(self.now_ms());
+            ticks = ticks.wrapping_add(1);
+            if ticks % 16 == 0 {
+                // About every 4 s: retained messages past their expiry leave the store.
+                let gone = self
+                    .retained
+                    .borrow_mut()
+                    .purge_expired(std::time::Instant::now());
+                let c = &self.metrics.retained_expired;
+                c.set(c.get() + gone as u64);
+            }
             let now = self.now();
             loop {
                 let due = {

@@ -363,3 +363,38 @@ fn acks_say_when_no_subscriber_matched() {
         other => panic!("expected PUBACK, got {other:?}"),
     }
 }
+
+#[test]
+fn an_expired_retained_message_is_not_sent_to_new_subscribers() {
+    // [MQTT-3.3.2-5] also for retained messages: after the interval no subscriber gets it.
+    let b = Broker::start();
+    let (mut p, _) = V5Client::connect(b.addr, "p", Properties::default());
+    for (topic, ttl) in [
+        ("keep/short", Some(1)),
+        ("keep/long", Some(100)),
+        ("keep/none", None),
+    ] {
+        let mut m = publish(
+            topic,
+            QoS::AtLeastOnce,
+            1,
+            topic.as_bytes(),
+            Properties {
+                message_expiry_interval: ttl,
+                ..Default::default()
+            },
+        );
+        m.retain = true;
+        p.send(&Packet::Publish(m));
+        assert!(matches!(p.expect(), Packet::PubAck(_)));
+    }
+    std::thread::sleep(Duration::from_millis(1500));
+    let (mut s, _) = V5Client::connect(b.addr, "s", Properties::default());
+    s.subscribe(1, "keep/#", QoS::AtLeastOnce, Properties::default());
+    let mut got: Vec<String> = (0..2)
+        .map(|_| s.expect_publish().topic.to_string())
+        .collect();
+    got.sort();
+    assert_eq!(got, ["keep/long", "keep/none"]);
+    s.expect_silence(Duration::from_millis(300));
+}
