@@ -194,6 +194,8 @@ pub struct Shard {
     started: Instant,
     wheel: RefCell<Wheel>,
     hits: RefCell<Vec<Hit>>,
+    /// Scratch for the shared-subscription picks of one publish (reused, no allocation).
+    share_picks: RefCell<Vec<(Utf8Bytes, usize)>>,
     pub conns: RefCell<AHashMap<u64, Rc<Conn>>>,
     next_conn: Cell<u64>,
     pub stopping: Cell<bool>,
@@ -269,6 +271,7 @@ impl Shard {
                 done: 0,
             }),
             hits: RefCell::default(),
+            share_picks: RefCell::default(),
             conns: RefCell::default(),
             next_conn: Cell::new(1),
             stopping: Cell::new(false),

@@ -538,7 +538,8 @@ async fn serve(shard: Rc<Shard>, io: Rc<Io>, hello: Hello, rest: BytesMut) {
         let mut out = conn.out.borrow_mut();
         let now = crate::rt::LazyNow::default();
         for o in resend {
-            if let Some(pkid) = write_outgoing(&shard, &mut out, &conn, o, &now) {
+            if let Wrote::Discarded(pkid) = write_outgoing(&shard, &mut out, &conn, o, &now, false)
+            {
                 cell.state.borrow_mut().forget(pkid);
             }
         }

@@ -3,55 +3,89 @@
 
 use super::*;
 
-/// Encode one queued item for `conn`. A PUBLISH that would exceed the client's Maximum
-/// Packet Size is not written: it is counted and its packet id returned, and the caller
-/// drops it from the session as if delivered [MQTT-3.1.2-25].
+/// What [`write_outgoing`] did with one queued item.
+pub(super) enum Wrote {
+    /// Encoded into the buffer.
+    Done,
+    /// The header is in the buffer; this payload goes out after it from its shared buffer.
+    Tail(bytes::Bytes),
+    /// Not written: over the client's Maximum Packet Size. Counted; the caller drops this
+    /// packet id (if not 0) from the session as if delivered [MQTT-3.1.2-25].
+    Discarded(u16),
+}
+
+/// Encode one queued item for `conn`. With `zero_copy`, a payload of at least
+/// [`ZERO_COPY_PAYLOAD`] bytes is not copied: only its header is written and the payload
+/// is returned as [`Wrote::Tail`].
 pub(super) fn write_outgoing(
     shard: &Shard,
     out: &mut BytesMut,
     conn: &Conn,
     o: Outgoing,
     now: &crate::rt::LazyNow,
-) -> Option<u16> {
-    match o {
+    zero_copy: bool,
+) -> Wrote {
+    let (pkid, dup, delivery) = match o {
         Outgoing::Publish {
             pkid,
             dup,
             delivery,
-        } => {
-            let m = &delivery.msg;
-            let po = v5::publish_out(conn.version, conn.v5.as_deref(), &delivery, now);
-            let before = out.len();
-            let res = encode_publish(
-                out,
-                conn.version,
-                po.topic,
-                &m.payload,
-                delivery.qos,
-                delivery.retain,
-                dup,
-                pkid,
-                po.props(),
-            );
-            if let Err(e) = res {
-                tracing::warn!(topic = %m.topic, "cannot encode publish: {e}");
-                return None;
-            }
-            if let Some(v) = conn.v5.as_deref() {
-                if out.len() - before > v.max_packet_out {
-                    out.truncate(before);
-                    v.undo_alias(&po);
-                    Metrics::inc(&shard.metrics.dropped_too_large_for_client);
-                    return (pkid != 0).then_some(pkid);
-                }
-            }
-            Metrics::inc(&shard.metrics.publishes_out);
-        }
+        } => (pkid, dup, delivery),
         Outgoing::PubRel(pkid) => {
             let _ = encode(&Packet::PubRel(ack(pkid)), conn.version, out);
+            return Wrote::Done;
+        }
+    };
+    let m = &delivery.msg;
+    let tail = zero_copy && m.payload.len() >= ZERO_COPY_PAYLOAD;
+    let po = v5::publish_out(conn.version, conn.v5.as_deref(), &delivery, now);
+    let before = out.len();
+    let (q, r) = (delivery.qos, delivery.retain);
+    let res = if tail {
+        let len = m.payload.len();
+        encode_publish_header(
+            out,
+            conn.version,
+            po.topic,
+            len,
+            q,
+            r,
+            dup,
+            pkid,
+            po.props(),
+        )
+    } else {
+        encode_publish(
+            out,
+            conn.version,
+            po.topic,
+            &m.payload,
+            q,
+            r,
+            dup,
+            pkid,
+            po.props(),
+        )
+    };
+    if let Err(e) = res {
+        tracing::warn!(topic = %m.topic, "cannot encode publish: {e}");
+        return Wrote::Done;
+    }
+    let size = out.len() - before + if tail { m.payload.len() } else { 0 };
+    if let Some(v) = conn.v5.as_deref() {
+        if size > v.max_packet_out {
+            out.truncate(before);
+            v.undo_alias(&po);
+            Metrics::inc(&shard.metrics.dropped_too_large_for_client);
+            return Wrote::Discarded(pkid);
         }
     }
-    None
+    Metrics::inc(&shard.metrics.publishes_out);
+    if tail {
+        Wrote::Tail(m.payload.clone())
+    } else {
+        Wrote::Done
+    }
 }
 
 /// Take the next sendable item from the session, first dropping expired messages
@@ -89,7 +123,9 @@ pub(super) fn flush_inline(shard: &Shard, conn: &Conn, io: &Io) {
             }
             match next_sendable(shard, &mut st, &now) {
                 Some(o) => {
-                    if let Some(pkid) = write_outgoing(shard, &mut out, conn, o, &now) {
+                    if let Wrote::Discarded(pkid) =
+                        write_outgoing(shard, &mut out, conn, o, &now, false)
+                    {
                         st.forget(pkid);
                     }
                 }
@@ -133,54 +169,16 @@ pub(super) async fn writer(shard: Rc<Shard>, conn: Rc<Conn>, io: Rc<Io>) {
                 let mut st = conn.session.state.borrow_mut();
                 let now = crate::rt::LazyNow::default();
                 while out.len() < WRITE_BATCH {
-                    match next_sendable(&shard, &mut st, &now) {
-                        Some(Outgoing::Publish {
-                            pkid,
-                            dup,
-                            delivery,
-                        }) if delivery.msg.payload.len() >= ZERO_COPY_PAYLOAD => {
-                            let m = &delivery.msg;
-                            let po =
-                                v5::publish_out(conn.version, conn.v5.as_deref(), &delivery, &now);
-                            let before = out.len();
-                            let res = encode_publish_header(
-                                &mut out,
-                                conn.version,
-                                po.topic,
-                                m.payload.len(),
-                                delivery.qos,
-                                delivery.retain,
-                                dup,
-                                pkid,
-                                po.props(),
-                            );
-                            if let Err(e) = res {
-                                tracing::warn!(topic = %m.topic, "cannot encode publish: {e}");
-                                continue;
-                            }
-                            let size = out.len() - before + m.payload.len();
-                            if let Some(v) = conn.v5.as_deref() {
-                                if size > v.max_packet_out {
-                                    // [MQTT-3.1.2-25] discarded as if sent.
-                                    out.truncate(before);
-                                    v.undo_alias(&po);
-                                    Metrics::inc(&shard.metrics.dropped_too_large_for_client);
-                                    if pkid != 0 {
-                                        st.forget(pkid);
-                                    }
-                                    continue;
-                                }
-                            }
-                            Metrics::inc(&shard.metrics.publishes_out);
-                            tail = Some(m.payload.clone());
+                    let Some(o) = next_sendable(&shard, &mut st, &now) else {
+                        break;
+                    };
+                    match write_outgoing(&shard, &mut out, &conn, o, &now, true) {
+                        Wrote::Done => {}
+                        Wrote::Tail(payload) => {
+                            tail = Some(payload);
                             break;
                         }
-                        Some(o) => {
-                            if let Some(pkid) = write_outgoing(&shard, &mut out, &conn, o, &now) {
-                                st.forget(pkid);
-                            }
-                        }
-                        None => break,
+                        Wrote::Discarded(pkid) => st.forget(pkid),
                     }
                 }
                 shard.pressure.on_dequeue(&conn.session, &st);

@@ -18,13 +18,13 @@ impl Shard {
     /// One copy per matching shared subscription, to the shard the balancer picks.
     /// Returns whether any group matched.
     pub(super) fn publish_shared(&self, msg: &Arc<Publication>) -> bool {
-        let mut picks: Vec<(Utf8Bytes, usize)> = Vec::new();
+        let mut picks = std::mem::take(&mut *self.share_picks.borrow_mut());
         self.routes
             .borrow()
             .shared
             .pick(&msg.topic, |key, shard| picks.push((key.clone(), shard)));
         let matched = !picks.is_empty();
-        for (key, shard) in picks {
+        for (key, shard) in picks.drain(..) {
             if shard == self.id {
                 self.deliver_shared(key, msg.clone(), ShardSet::default(), None);
             } else {
@@ -38,6 +38,7 @@ impl Shard {
                 );
             }
         }
+        *self.share_picks.borrow_mut() = picks;
         matched
     }
 
