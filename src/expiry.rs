@@ -31,13 +31,6 @@ pub struct SessionTimers {
     wills: AHashMap<SessionKey, (u64, Box<LastWill>, Utf8Bytes)>,
 }
 
-impl SessionTimers {
-    /// Delayed wills waiting (for tests and counters).
-    pub fn pending_wills(&self) -> usize {
-        self.wills.len()
-    }
-}
-
 /// The Publication a will becomes: its 5.0 properties travel with it (minus the Will Delay
 /// Interval, which is not a PUBLISH property), and its Message Expiry Interval starts now.
 pub fn will_publication(w: Box<LastWill>, origin: Utf8Bytes) -> Arc<Publication> {
@@ -110,9 +103,16 @@ impl Shard {
 
     /// A session was resumed by a new connection: it no longer expires, and a will still
     /// waiting for its delay is cancelled [MQTT-3.1.3-9].
+    /// Its entries leave the due set too: a device that reconnects often must not leave
+    /// one stale entry per reconnect behind for the whole expiry interval.
     pub fn session_resumed(&self, cell: &SessionCell) {
-        cell.expires_at.set(0);
-        if self.timers.borrow_mut().wills.remove(&cell.key).is_some() {
+        let mut t = self.timers.borrow_mut();
+        let at = cell.expires_at.replace(0);
+        if at != 0 {
+            t.due.remove(&(at, cell.key));
+        }
+        if let Some((due, _, _)) = t.wills.remove(&cell.key) {
+            t.due.remove(&(due, cell.key));
             Metrics::inc(&self.metrics.wills_cancelled);
         }
     }
@@ -120,7 +120,18 @@ impl Shard {
     /// The session ends (expired, clean, or discarded by a clean start): its delayed will
     /// is published now, then its state and subscriptions go.
     pub fn end_session(self: &Rc<Self>, cell: &Rc<SessionCell>) {
-        let will = self.timers.borrow_mut().wills.remove(&cell.key);
+        let will = {
+            let mut t = self.timers.borrow_mut();
+            let at = cell.expires_at.replace(0);
+            if at != 0 {
+                t.due.remove(&(at, cell.key));
+            }
+            let will = t.wills.remove(&cell.key);
+            if let Some((due, _, _)) = &will {
+                t.due.remove(&(*due, cell.key));
+            }
+            will
+        };
         if let Some((_, w, origin)) = will {
             self.publish_will(w, origin);
         }
