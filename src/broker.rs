@@ -49,6 +49,37 @@ pub enum StartError {
     /// An executor failed to start or run.
     #[error("shard failed: {0}")]
     Shard(String),
+    /// The durable log could not be read or committed at start.
+    #[error("durable log: {0}")]
+    Journal(String),
+}
+
+/// What the shards need to open their logs and install recovered state.
+struct JournalPlan {
+    generation: u64,
+    dirs: Vec<std::path::PathBuf>,
+    states: std::sync::Mutex<Vec<Option<crate::journal::recover::ShardState>>>,
+    /// Set by the main thread once the new generation is committed: shards may listen.
+    go: std::sync::atomic::AtomicBool,
+}
+
+impl JournalPlan {
+    fn take(&self, shard: usize) -> crate::journal::recover::ShardState {
+        self.states
+            .lock()
+            .ok()
+            .and_then(|mut v| v.get_mut(shard).and_then(Option::take))
+            .unwrap_or_default()
+    }
+}
+
+/// Start-up progress reported by a shard.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// Recovered state installed and the start-up snapshot durable.
+    Recovered,
+    /// Accepting connections.
+    Listening,
 }
 
 /// Lock `dir` exclusively for the life of the process (SO_REUSEPORT would otherwise let a
@@ -159,6 +190,22 @@ fn placement(cfg: &Config) -> Result<(PoolPlacement, String), StartError> {
 pub fn run(cfg: Config, on_ready: impl FnOnce(SocketAddr)) -> Result<(), StartError> {
     check_limits(&cfg)?;
     let _lock = lock_data_dir(&cfg.data_dir)?;
+    let recovery = recover_journal(&cfg)?;
+    let plan = recovery.as_ref().map(|r| {
+        Arc::new(JournalPlan {
+            generation: r.generation,
+            dirs: (0..cfg.shards).map(|k| r.shard_dir(k)).collect(),
+            states: std::sync::Mutex::new(Vec::new()),
+            go: std::sync::atomic::AtomicBool::new(false),
+        })
+    });
+    let mut recovery = recovery;
+    if let (Some(r), Some(p)) = (recovery.as_mut(), plan.as_ref()) {
+        let states = std::mem::take(&mut r.shards);
+        if let Ok(mut v) = p.states.lock() {
+            *v = states.into_iter().map(Some).collect();
+        }
+    }
     let auth = Arc::new(Registry::from_config(cfg.auth_scram_file.as_deref())?);
     let global = Arc::new(Global::default());
     install_signals(global.clone());
@@ -183,7 +230,7 @@ pub fn run(cfg: Config, on_ready: impl FnOnce(SocketAddr)) -> Result<(), StartEr
 
     let data_mesh = new_mesh(cfg.shards, MESH_RING);
     let ctrl_mesh = new_mesh(cfg.shards, MESH_RING);
-    let (ready_tx, ready_rx) = crossbeam::channel::unbounded::<Result<usize, String>>();
+    let (ready_tx, ready_rx) = crossbeam::channel::unbounded::<Result<Phase, String>>();
     let mut builder = LocalExecutorPoolBuilder::new(placement)
         .ring_depth(1024)
         .detect_stalls(Some(Box::new(|| {
@@ -195,6 +242,7 @@ pub fn run(cfg: Config, on_ready: impl FnOnce(SocketAddr)) -> Result<(), StartEr
     let shard_cfg = cfg.clone();
     let shard_global = global.clone();
     let shard_auth = auth.clone();
+    let shard_plan = plan.clone();
     let handles = builder
         .on_all_shards(move || {
             let cfg = shard_cfg.clone();
@@ -203,8 +251,9 @@ pub fn run(cfg: Config, on_ready: impl FnOnce(SocketAddr)) -> Result<(), StartEr
             let data_mesh = data_mesh.clone();
             let ctrl_mesh = ctrl_mesh.clone();
             let ready = ready_tx.clone();
+            let plan = shard_plan.clone();
             async move {
-                let res = shard_main(cfg, auth, global, data_mesh, ctrl_mesh, &ready).await;
+                let res = shard_main(cfg, auth, global, data_mesh, ctrl_mesh, plan, &ready).await;
                 if let Err(e) = &res {
                     let _ = ready.send(Err(e.clone()));
                 }
@@ -213,20 +262,19 @@ pub fn run(cfg: Config, on_ready: impl FnOnce(SocketAddr)) -> Result<(), StartEr
         })
         .map_err(|e| StartError::Shard(e.to_string()))?;
 
-    let mut up = 0;
-    while up < cfg.shards {
-        match ready_rx.recv_timeout(Duration::from_secs(30)) {
-            Ok(Ok(_)) => up += 1,
-            Ok(Err(e)) => {
-                global.shutdown.store(true, Ordering::Relaxed);
-                return Err(StartError::Shard(e));
-            }
-            Err(_) => {
-                global.shutdown.store(true, Ordering::Relaxed);
-                return Err(StartError::Shard("shards did not start within 30 s".into()));
-            }
-        }
+    if let (Some(r), Some(p)) = (recovery.as_ref(), plan.as_ref()) {
+        // Every shard installed its share and flushed it into the new generation: commit
+        // it (the old one is deleted), then let them listen.
+        wait_phase(&ready_rx, cfg.shards, Phase::Recovered, 3600, &global)?;
+        r.commit()
+            .map_err(|e| StartError::Journal(format!("cannot commit the new generation: {e}")))?;
+        tracing::info!(
+            generation = r.generation,
+            "journal: recovered state committed"
+        );
+        p.go.store(true, Ordering::Release);
     }
+    wait_phase(&ready_rx, cfg.shards, Phase::Listening, 30, &global)?;
     drop(probe);
     on_ready(addr);
 
@@ -241,6 +289,58 @@ pub fn run(cfg: Config, on_ready: impl FnOnce(SocketAddr)) -> Result<(), StartEr
     Ok(())
 }
 
+/// Wait until `n` shards reported `phase` (other phases are ignored), at most `secs`
+/// seconds; on a shard error or time-out the other shards are told to stop.
+fn wait_phase(
+    rx: &crossbeam::channel::Receiver<Result<Phase, String>>,
+    n: usize,
+    phase: Phase,
+    secs: u64,
+    global: &Global,
+) -> Result<(), StartError> {
+    let mut seen = 0;
+    while seen < n {
+        let err = match rx.recv_timeout(Duration::from_secs(secs)) {
+            Ok(Ok(p)) => {
+                seen += usize::from(p == phase);
+                continue;
+            }
+            Ok(Err(e)) => e,
+            Err(_) => format!("shards did not reach {phase:?} within {secs} s"),
+        };
+        global.shutdown.store(true, Ordering::Relaxed);
+        return Err(StartError::Shard(err));
+    }
+    Ok(())
+}
+
+/// Read the last committed generation of the durable log (unless durability is none).
+fn recover_journal(cfg: &Config) -> Result<Option<crate::journal::recover::Recovery>, StartError> {
+    if cfg.durability == crate::journal::Mode::None {
+        tracing::info!("durability none: the journal is neither read nor written");
+        return Ok(None);
+    }
+    let wall = crate::journal::writer::wall_ms();
+    let r = crate::journal::recover::recover(&cfg.data_dir, cfg.shards, wall)
+        .map_err(|e| StartError::Journal(format!("{}: {e}", cfg.data_dir.display())))?;
+    let rep = &r.report;
+    tracing::info!(
+        generation = rep.generation,
+        segments = rep.segments,
+        records = rep.records,
+        sessions = rep.sessions,
+        sessions_expired = rep.sessions_expired,
+        messages = rep.messages,
+        retained = rep.retained,
+        dangling = rep.dangling,
+        orphans = rep.orphans,
+        damaged = rep.damage.len(),
+        millis = rep.millis,
+        "journal: recovered"
+    );
+    Ok(Some(r))
+}
+
 type Meshes<T> = crate::rt::mesh::Mesh<Vec<T>>;
 
 async fn shard_main(
@@ -249,25 +349,67 @@ async fn shard_main(
     global: Arc<Global>,
     data_mesh: Meshes<Arc<crate::session::Publication>>,
     ctrl_mesh: Meshes<crate::shard::Ctrl>,
-    ready: &crossbeam::channel::Sender<Result<usize, String>>,
+    plan: Option<Arc<JournalPlan>>,
+    ready: &crossbeam::channel::Sender<Result<Phase, String>>,
 ) -> Result<(), String> {
     let (data_tx, data_rx) = join(data_mesh, Duration::from_secs(10)).await?;
     let (ctrl_tx, ctrl_rx) = join(ctrl_mesh, Duration::from_secs(10)).await?;
     let data = Outbox::new(data_tx);
     let ctrl = Outbox::new(ctrl_tx);
-    let shard = Shard::new(cfg.clone(), auth, global, data.clone(), ctrl.clone());
+    let me = data.me();
+    let journal = match &plan {
+        None => None,
+        Some(p) => Some(
+            crate::journal::Journal::open(crate::journal::writer::Settings {
+                shard: me,
+                mode: cfg.durability,
+                dir: p.dirs[me].clone(),
+                epoch: p.generation as u32,
+                segment_size: cfg.segment_size,
+                sync_interval: Duration::from_micros(cfg.sync_interval_us),
+                compact_after: (cfg.segment_size as u64).max(64 << 20),
+            })
+            .await
+            .map_err(|e| format!("shard {me}: cannot open the journal: {e}"))?,
+        ),
+    };
+    let shard = Shard::new(
+        cfg.clone(),
+        auth,
+        global,
+        data.clone(),
+        ctrl.clone(),
+        journal.clone(),
+    );
     glommio::spawn_local(data.clone().run_flusher()).detach();
     glommio::spawn_local(ctrl.clone().run_flusher()).detach();
     shard.spawn_drains(data_rx, ctrl_rx);
     glommio::spawn_local(shard.clone().run_ticker()).detach();
     glommio::spawn_local(crate::conn::run_parking(shard.clone())).detach();
+    if let (Some(j), Some(p)) = (&journal, &plan) {
+        let s = shard.clone();
+        glommio::spawn_local(j.clone().run_syncer(move || s.stopping.get())).detach();
+        let filters = shard.install(p.take(me));
+        shard.announce_routes(&filters).await;
+        shard
+            .snapshot()
+            .await
+            .map_err(|e| format!("shard {me}: cannot write the start-up snapshot: {e:?}"))?;
+        let _ = ready.send(Ok(Phase::Recovered));
+        while !p.go.load(Ordering::Acquire) {
+            if shard.global.shutdown.load(Ordering::Relaxed) {
+                return Ok(());
+            }
+            glommio::timer::sleep(Duration::from_millis(2)).await;
+        }
+    }
 
     let sk = listener_socket(cfg.listen, cfg.listen_backlog)
         .map_err(|e| format!("shard {}: cannot listen on {}: {e}", shard.id, cfg.listen))?;
     let listener = adopt_listener(sk);
     tracing::info!(shard = shard.id, addr = %cfg.listen, "accepting");
     let accept = glommio::spawn_local(crate::conn::accept_loop(shard.clone(), listener));
-    let _ = ready.send(Ok(shard.id));
+    let _ = ready.send(Ok(Phase::Listening));
 
     watch_shutdown(shard.clone()).await;
     accept.await;
@@ -282,6 +424,26 @@ async fn shard_main(
         }
     })
     .await;
+    if let Some(j) = &journal {
+        // Checkpoint: the next start reads only the live state.
+        if shard.snapshot().await.is_ok() {
+            tracing::info!(shard = shard.id, "journal: shutdown snapshot written");
+        }
+        let st = &j.stats;
+        tracing::info!(
+            shard = shard.id,
+            records = st.records.get(),
+            bytes = st.bytes.get(),
+            syncs = st.syncs.get(),
+            sync_us_avg = st.sync_us_total.get() / st.syncs.get().max(1),
+            segments_made = st.segments_made.get(),
+            segments_retired = st.segments_retired.get(),
+            segment_waits = st.segment_waits.get(),
+            snapshots = st.snapshots.get(),
+            lost = st.lost.get(),
+            "journal counters"
+        );
+    }
     let totals: Vec<String> = shard
         .metrics
         .snapshot()

@@ -111,6 +111,19 @@ pub struct Cli {
     /// method (lines `user:SCRAM-SHA-256$<iter>:<salt>$<StoredKey>:<ServerKey>`) [default: none].
     #[arg(long, value_name = "FILE")]
     pub auth_scram_file: Option<PathBuf>,
+    /// Durability of sessions and QoS 1/2 messages: none (nothing survives a restart),
+    /// process (acknowledged once in the memory-mapped log: survives a broker crash),
+    /// batch (group commit with fdatasync every sync interval before acknowledging: survives
+    /// power loss), always (a flush before every acknowledgement) [default: batch].
+    #[arg(long, value_name = "MODE")]
+    pub durability: Option<crate::journal::Mode>,
+    /// Group-commit interval of durability batch, in microseconds [default: 1000].
+    #[arg(long, value_name = "US")]
+    pub sync_interval_us: Option<u64>,
+    /// Size of each log segment file, in bytes; at least 2 x max_packet_size + 64 KiB
+    /// [default: 67108864].
+    #[arg(long, value_name = "BYTES")]
+    pub segment_size: Option<usize>,
 }
 
 /// The effective configuration. Cloned into every shard at start; immutable afterwards.
@@ -142,6 +155,9 @@ pub struct Config {
     pub retain_available: bool,
     pub response_information: String,
     pub auth_scram_file: Option<PathBuf>,
+    pub durability: crate::journal::Mode,
+    pub sync_interval_us: u64,
+    pub segment_size: usize,
 }
 
 /// MQTT's largest encodable packet (remaining length 268,435,455 plus a 5-byte header).
@@ -177,6 +193,9 @@ impl Default for Config {
             retain_available: true,
             response_information: "response/%c/".into(),
             auth_scram_file: None,
+            durability: crate::journal::Mode::Batch,
+            sync_interval_us: 1000,
+            segment_size: 64 * 1024 * 1024,
         }
     }
 }
@@ -244,7 +263,10 @@ impl Config {
             maximum_qos,
             retain_available,
             response_information,
-            auth_scram_file
+            auth_scram_file,
+            durability,
+            sync_interval_us,
+            segment_size
         );
         if cli.cpus.is_some() {
             cfg.cpus = cli.cpus.clone();
@@ -286,6 +308,20 @@ impl Config {
         }
         if self.maximum_qos > 2 {
             return bad("maximum_qos", "must be 0, 1 or 2");
+        }
+        if self.durability != crate::journal::Mode::None
+            && self.segment_size < 2 * self.max_packet_size + 64 * 1024
+        {
+            return bad(
+                "segment_size",
+                "must be at least 2 x max_packet_size + 65536 (a record never spans segments)",
+            );
+        }
+        if self.segment_size > (1 << 40) {
+            return bad("segment_size", "must be at most 1 TiB");
+        }
+        if self.sync_interval_us > 1_000_000 {
+            return bad("sync_interval_us", "must be at most 1000000 (1 s)");
         }
         if self.listen_backlog <= 0 {
             return bad("listen_backlog", "must be positive");

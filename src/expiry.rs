@@ -12,7 +12,6 @@
 
 use std::collections::BTreeSet;
 use std::rc::Rc;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ahash::AHashMap;
@@ -33,19 +32,20 @@ pub struct SessionTimers {
 
 /// The Publication a will becomes: its 5.0 properties travel with it (minus the Will Delay
 /// Interval, which is not a PUBLISH property), and its Message Expiry Interval starts now.
-pub fn will_publication(w: Box<LastWill>, origin: Utf8Bytes) -> Arc<Publication> {
+pub fn will_publication(w: Box<LastWill>, origin: Utf8Bytes) -> Publication {
     let w = *w;
     let mut props = w.properties;
     props.will_delay_interval = None;
-    Arc::new(Publication {
+    Publication {
         expiry: expiry_of(&props),
+        id: 0,
         props: (!props.is_empty()).then_some(props),
         topic: w.topic,
         payload: w.payload,
         qos: w.qos,
         retain: w.retain,
         origin,
-    })
+    }
 }
 
 /// When a message with these properties expires (Message Expiry Interval from now).
@@ -94,11 +94,18 @@ impl Shard {
         }
         if expiry == 0 {
             self.end_session(cell);
-        } else if expiry != u32::MAX {
-            let at = now + u64::from(expiry) * 1000;
-            cell.expires_at.set(at);
-            self.timers.borrow_mut().due.insert((at, cell.key));
+            return;
         }
+        self.log_session_offline(cell);
+        if expiry != u32::MAX {
+            self.schedule_expiry(cell, now + u64::from(expiry) * 1000);
+        }
+    }
+
+    /// The offline session `cell` ends at `at` ([`Shard::now_ms`]) unless resumed before.
+    pub fn schedule_expiry(&self, cell: &SessionCell, at: u64) {
+        cell.expires_at.set(at);
+        self.timers.borrow_mut().due.insert((at, cell.key));
     }
 
     /// A session was resumed by a new connection: it no longer expires, and a will still
@@ -142,7 +149,7 @@ impl Shard {
     pub fn publish_will(&self, w: Box<LastWill>, origin: Utf8Bytes) {
         // [MQTT-3.1.2-8] the will is published when the connection ends without DISCONNECT.
         Metrics::inc(&self.metrics.wills_published);
-        let _routed = self.publish(will_publication(w, origin));
+        let _routed = self.publish(self.broker_publication(will_publication(w, origin)));
     }
 
     /// Called by the ticker: publish wills whose delay ran out, expire offline sessions

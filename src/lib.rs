@@ -9,7 +9,7 @@
 //! | [`conn`] | per-connection tasks: handshake, hand-off, reader, writer, keep-alive | the connection's home shard |
 //! | [`shard`] | one executor's state and its mesh drain/ticker tasks | one shard |
 //! | [`expiry`] | session lifetimes after their connection, session expiry, delayed wills | one shard |
-//! | [`journal`] | the durable log: record framing and the recovery scan (segments and recovery to come) | one shard |
+//! | [`journal`] | the durable log: record framing, segments, the writer with group commit, snapshots, recovery | one shard (recovery: the main thread before shards start) |
 //! | [`pressure`] | publisher flow control: congested subscribers pause their publishers, slow consumers | one shard |
 //! | [`auth`] | MQTT 5 enhanced authentication: method trait, registry, SCRAM-SHA-256 (sans-IO) | registry built at start, shared read-only by every shard; an exchange per connection |
 //! | [`rt`] | the only glommio-facing code: sockets, mesh outboxes, notify primitives, the parking lot for idle sockets | per shard |

@@ -76,6 +76,8 @@ counters! {
     topic_alias_errors,
     /// Publishes refused: QoS above `maximum_qos` or RETAIN with `retain_available` off.
     publishes_refused,
+    /// QoS 1/2 publishes refused because the durable log had no space (5.0: 0x97).
+    publishes_refused_disk_full,
     /// Times a publisher paused reading because the cross-shard outbox was over budget.
     mesh_backpressure,
     /// Times a connection paused reading because its write buffer was over budget.

@@ -35,7 +35,10 @@ use crate::rt::park::Parking;
 use crate::rt::sync::{Countdown, Notify};
 use crate::session::{Delivery, Enqueued, Limits, Publication, Session};
 
+mod durable;
 mod share;
+
+pub use durable::PkidRec;
 
 /// How long a shard waits for its peers to acknowledge a route change or answer a
 /// retained query before giving up (a peer only misses this if it is shutting down).
@@ -140,6 +143,12 @@ pub struct SessionCell {
     pub expires_at: Cell<u64>,
     /// Flow-control standing towards publishers.
     pub standing: Cell<Standing>,
+    /// The session is in the durable log (it outlives its connection).
+    pub logged: Cell<bool>,
+    /// A record of this session could not be logged: restate it with the next one.
+    pub log_broken: Cell<bool>,
+    /// Wall-clock ms since when the session has been offline (0 = online); logged.
+    pub offline_ms: Cell<u64>,
 }
 
 #[derive(Default)]
@@ -204,6 +213,8 @@ pub struct Shard {
     pub pressure: Pressure,
     /// Offline sessions' expiry and delayed wills.
     pub timers: RefCell<crate::expiry::SessionTimers>,
+    /// The durable log (`None` with durability none).
+    journal: Option<Rc<crate::journal::Journal>>,
 }
 
 /// Stable hash (FNV-1a) for placing client ids and retained topics on shards. Stable
@@ -224,6 +235,7 @@ impl Shard {
         global: Arc<Global>,
         data: Rc<Outbox<Arc<Publication>>>,
         ctrl: Rc<Outbox<Ctrl>>,
+        journal: Option<Rc<crate::journal::Journal>>,
     ) -> Rc<Shard> {
         // Config validation keeps these within u32.
         let limits = Limits {
@@ -279,6 +291,7 @@ impl Shard {
             pressure,
             limits,
             timers: RefCell::default(),
+            journal,
         })
     }
 
@@ -324,6 +337,7 @@ impl Shard {
             if !clean {
                 cell.expiry.set(expiry);
                 self.session_resumed(&cell);
+                self.log_session_open(&cell);
                 return (cell, true);
             }
             // Clean start over a live session: close its connection first
@@ -336,6 +350,13 @@ impl Shard {
             }
             self.end_session(&cell);
         }
+        let cell = self.new_session(client_id, expiry);
+        self.log_session_open(&cell);
+        (cell, false)
+    }
+
+    /// Register a new, empty session (not logged yet).
+    fn new_session(&self, client_id: &Utf8Bytes, expiry: u32) -> Rc<SessionCell> {
         let mut s = self.sessions.borrow_mut();
         s.next += 1;
         let key = SessionKey(s.next);
@@ -346,10 +367,18 @@ impl Shard {
             expiry: Cell::new(expiry),
             expires_at: Cell::new(0),
             standing: Cell::new(Standing::Clear),
+            logged: Cell::new(false),
+            log_broken: Cell::new(false),
+            offline_ms: Cell::new(0),
         });
         s.by_id.insert(client_id.clone(), key);
         s.cells.insert(key, cell.clone());
-        (cell, false)
+        cell
+    }
+
+    /// Every session of this shard.
+    pub fn session_cells(&self) -> Vec<Rc<SessionCell>> {
+        self.sessions.borrow().cells.values().cloned().collect()
     }
 
     /// Drop a session and its subscriptions (if it is still the registered one).
@@ -366,6 +395,7 @@ impl Shard {
                 s.by_id.remove(id.as_str());
             }
         }
+        self.log_session_end(cell);
         self.pressure.release(cell);
         let filters: Vec<Utf8Bytes> = cell
             .state
@@ -536,8 +566,14 @@ impl Shard {
     }
 
     fn retain_set(&self, msg: Arc<Publication>) {
-        if self.retained.borrow_mut().set(msg, self.cfg.max_retained) == RetainOutcome::Full {
+        let outcome = self
+            .retained
+            .borrow_mut()
+            .set(msg.clone(), self.cfg.max_retained);
+        if outcome == RetainOutcome::Full {
             Metrics::inc(&self.metrics.dropped_retained_full);
+        } else {
+            self.log_retained(&msg);
         }
     }
 
@@ -592,17 +628,30 @@ impl Shard {
     /// Queue one message for one session and wake its writer.
     pub fn deliver(&self, cell: &Rc<SessionCell>, d: Delivery) {
         let mut st = cell.state.borrow_mut();
+        // The record is written only once the delivery is queued; it needs the delivery,
+        // which the queue takes (a clone is a refcount bump, and only for logged ones).
+        let logged = (cell.logged.get() && d.logged()).then(|| d.clone());
         match st.enqueue(d) {
             Enqueued::Queued => {}
             Enqueued::QueuedEvictingQos0(n) => {
                 let c = &self.metrics.dropped_qos0_evicted;
                 c.set(c.get() + n as u64);
             }
-            Enqueued::DroppedFull => Metrics::inc(&self.metrics.dropped_queue_full),
+            Enqueued::DroppedFull => {
+                Metrics::inc(&self.metrics.dropped_queue_full);
+                return self.wake_session(cell, &st);
+            }
         }
+        if let Some(d) = logged {
+            self.log_enq(cell, &st, &d);
+        }
+        self.wake_session(cell, &st);
+    }
+
+    fn wake_session(&self, cell: &Rc<SessionCell>, st: &Session) {
         if let Some(conn) = cell.conn.borrow().as_ref() {
             conn.wake_writer();
-            self.pressure.on_enqueue(cell, &st, &self.metrics);
+            self.pressure.on_enqueue(cell, st, &self.metrics);
             self.resume_conn(conn);
         }
     }
@@ -798,6 +847,16 @@ impl Shard {
                 return;
             }
             self.run_session_timers(self.now_ms());
+            if let Some(j) = self.journal() {
+                j.poll_space();
+                if j.snapshot_due() {
+                    let me = self.clone();
+                    glommio::spawn_local(async move {
+                        let _ = me.snapshot().await;
+                    })
+                    .detach();
+                }
+            }
             ticks = ticks.wrapping_add(1);
             if ticks % 16 == 0 {
                 // About every 4 s: retained messages past their expiry leave the store.

@@ -161,6 +161,10 @@ pub struct Args {
     /// over each other's sessions.
     #[arg(long)]
     pub client_prefix: Option<String>,
+    /// Subscribers use persistent sessions (clean session 0; 5.0: a session expiry) while
+    /// online, so a durable broker logs every delivery to them, not only the message.
+    #[arg(long)]
+    pub persistent: bool,
     /// Prefix for every topic (e.g. `run7/`), to keep concurrent runs apart.
     #[arg(long, default_value = "")]
     pub topic_prefix: String,
@@ -204,6 +208,8 @@ pub struct Plan {
     /// Subscribers use persistent sessions (clean session 0) and go offline before the
     /// publishing starts (`backlog`).
     pub offline_subs: bool,
+    /// Subscribers use persistent sessions while online (`--persistent`).
+    pub persistent_subs: bool,
     /// The last `slow_subs` subscribers are slow (`slow`: 1); they are left out of the
     /// expected deliveries and the verdict.
     pub slow_subs: usize,
@@ -380,6 +386,7 @@ impl Plan {
             pubs,
             audience,
             offline_subs: a.scenario == Scenario::Backlog,
+            persistent_subs: a.persistent,
             slow_subs: usize::from(a.scenario == Scenario::Slow),
             slow_factor: a.slow_factor,
             storm_close: a.storm_close,

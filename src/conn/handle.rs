@@ -32,7 +32,49 @@ fn admit_publish(shard: &Shard, conn: &Conn, p: &crate::proto::Publish) -> Resul
     Err(code)
 }
 
-pub(super) fn handle(shard: &Rc<Shard>, conn: &Rc<Conn>, p: Packet) -> Flow {
+/// Acknowledgements of one read chunk that must wait until the log has made durable what
+/// they acknowledge (durability batch/always). The reader releases them into the
+/// connection's write buffer, in order, once the log's flush covers `wait`.
+#[derive(Default)]
+pub(super) struct Held {
+    pub buf: BytesMut,
+    pub wait: u64,
+}
+
+/// Send an acknowledgement (PUBACK, PUBREC, PUBCOMP, UNSUBACK): at once, or — when the
+/// log gates acknowledgements — after everything logged so far is durable.
+fn send_ack(shard: &Shard, conn: &Conn, held: &mut Held, p: &Packet) {
+    match shard.journal().filter(|j| j.gates_acks()) {
+        Some(j) => {
+            held.wait = held.wait.max(j.last_seq());
+            if let Err(e) = encode(p, conn.version, &mut held.buf) {
+                tracing::error!(conn = conn.id, "cannot encode {:?}: {e}", p.type_id());
+            }
+        }
+        None => conn.send(p),
+    }
+}
+
+/// Release held acknowledgements once durable. `false`: the log failed and they never
+/// will be — the connection must end without them.
+pub(super) async fn release_acks(shard: &Shard, conn: &Conn, held: &mut Held) -> bool {
+    if held.buf.is_empty() {
+        return true;
+    }
+    if let Some(j) = shard.journal() {
+        if j.wait_durable(held.wait).await.is_err() {
+            return false;
+        }
+    }
+    conn.out.borrow_mut().extend_from_slice(&held.buf);
+    held.buf.clear();
+    if held.buf.capacity() > 16 * 1024 {
+        held.buf = BytesMut::new();
+    }
+    true
+}
+
+pub(super) fn handle(shard: &Rc<Shard>, conn: &Rc<Conn>, p: Packet, held: &mut Held) -> Flow {
     match p {
         Packet::Publish(p) => {
             Metrics::inc(&shard.metrics.publishes_in);
@@ -73,7 +115,11 @@ pub(super) fn handle(shard: &Rc<Shard>, conn: &Rc<Conn>, p: Packet) -> Flow {
                         );
                         return Flow::Violation(reason::RECEIVE_MAXIMUM_EXCEEDED);
                     }
-                    st.incoming_qos2(pkid)
+                    let fresh = st.incoming_qos2(pkid);
+                    if fresh {
+                        shard.log_pkid(&conn.session, &st, PkidRec::Q2In, pkid);
+                    }
+                    fresh
                 }
                 _ => true,
             };
@@ -94,7 +140,7 @@ pub(super) fn handle(shard: &Rc<Shard>, conn: &Rc<Conn>, p: Packet) -> Flow {
                 } else {
                     (None, None)
                 };
-                routed = shard.publish(Arc::new(Publication {
+                let msg = Publication {
                     topic: p.topic,
                     payload: p.payload,
                     qos,
@@ -102,7 +148,12 @@ pub(super) fn handle(shard: &Rc<Shard>, conn: &Rc<Conn>, p: Packet) -> Flow {
                     props,
                     origin,
                     expiry,
-                }));
+                    id: 0,
+                };
+                match shard.admit_logged(msg) {
+                    Ok((msg, _)) => routed = shard.publish(msg),
+                    Err(refused) => return refuse_unlogged(shard, conn, held, qos, pkid, refused),
+                }
             }
             let mut a = ack(pkid);
             if !routed && conn.version.is_v5() {
@@ -112,17 +163,26 @@ pub(super) fn handle(shard: &Rc<Shard>, conn: &Rc<Conn>, p: Packet) -> Flow {
             }
             match qos {
                 QoS::AtMostOnce => {}
-                QoS::AtLeastOnce => conn.send(&Packet::PubAck(a)),
-                QoS::ExactlyOnce => conn.send(&Packet::PubRec(a)),
+                QoS::AtLeastOnce => send_ack(shard, conn, held, &Packet::PubAck(a)),
+                QoS::ExactlyOnce => send_ack(shard, conn, held, &Packet::PubRec(a)),
             }
         }
         Packet::PubAck(r) => {
-            if conn.session.state.borrow_mut().on_puback(r.pkid) {
+            let mut st = conn.session.state.borrow_mut();
+            if st.on_puback(r.pkid) {
+                shard.log_pkid(&conn.session, &st, PkidRec::Ack, r.pkid);
                 conn.wake_writer();
             }
         }
         Packet::PubRec(r) => {
-            let res = conn.session.state.borrow_mut().on_pubrec(r.pkid);
+            let res = {
+                let mut st = conn.session.state.borrow_mut();
+                let res = st.on_pubrec(r.pkid);
+                if res == PubRecResult::Release {
+                    shard.log_pkid(&conn.session, &st, PkidRec::Rel, r.pkid);
+                }
+                res
+            };
             let mut rel = ack(r.pkid);
             if res == PubRecResult::Unknown && conn.version.is_v5() {
                 rel.reason = 0x92; // packet identifier not found
@@ -130,19 +190,28 @@ pub(super) fn handle(shard: &Rc<Shard>, conn: &Rc<Conn>, p: Packet) -> Flow {
             conn.send(&Packet::PubRel(rel));
         }
         Packet::PubRel(r) => {
-            let known = conn.session.state.borrow_mut().incoming_pubrel(r.pkid);
+            let known = {
+                let mut st = conn.session.state.borrow_mut();
+                let known = st.incoming_pubrel(r.pkid);
+                if known {
+                    shard.log_pkid(&conn.session, &st, PkidRec::Q2Rel, r.pkid);
+                }
+                known
+            };
             let mut comp = ack(r.pkid);
             if !known && conn.version.is_v5() {
                 comp.reason = 0x92;
             }
-            conn.send(&Packet::PubComp(comp));
+            send_ack(shard, conn, held, &Packet::PubComp(comp));
         }
         Packet::PubComp(r) => {
-            if conn.session.state.borrow_mut().on_pubcomp(r.pkid) {
+            let mut st = conn.session.state.borrow_mut();
+            if st.on_pubcomp(r.pkid) {
+                shard.log_pkid(&conn.session, &st, PkidRec::Ack, r.pkid);
                 conn.wake_writer();
             }
         }
-        Packet::Unsubscribe(u) => unsubscribe(shard, conn, u),
+        Packet::Unsubscribe(u) => unsubscribe(shard, conn, u, held),
         Packet::PingReq => conn.send(&Packet::PingResp),
         Packet::Disconnect(d) => {
             if let Some(e) = d.properties.session_expiry_interval {
@@ -177,6 +246,47 @@ pub(super) fn handle(shard: &Rc<Shard>, conn: &Rc<Conn>, p: Packet) -> Flow {
             );
             return Flow::Close;
         }
+    }
+    Flow::Continue
+}
+
+/// A QoS ≥ 1 publish the log did not take. Disk full: 5.0 gets PUBACK/PUBREC 0x97 (Quota
+/// exceeded) and the connection carries on (QoS 0 keeps flowing); 3.1.x has no way to say
+/// no, so the connection is closed without an acknowledgement (the client re-sends later).
+/// A failed log: nothing is acknowledged any more; the connection ends (5.0: DISCONNECT
+/// 0x80 Unspecified error).
+fn refuse_unlogged(
+    shard: &Shard,
+    conn: &Conn,
+    held: &mut Held,
+    qos: QoS,
+    pkid: u16,
+    refused: crate::journal::Refused,
+) -> Flow {
+    if qos == QoS::ExactlyOnce {
+        // Not taken: a re-send must not count as a duplicate.
+        let mut st = conn.session.state.borrow_mut();
+        if st.incoming_pubrel(pkid) {
+            shard.log_pkid(&conn.session, &st, PkidRec::Q2Rel, pkid);
+        }
+    }
+    if refused == crate::journal::Refused::Failed {
+        tracing::error!(conn = conn.id, "closing connection: the durable log failed");
+        return Flow::Violation(reason::UNSPECIFIED_ERROR);
+    }
+    if !conn.version.is_v5() {
+        tracing::warn!(
+            conn = conn.id,
+            "closing 3.1.x connection: disk full, QoS {} publish refused",
+            qos as u8
+        );
+        return Flow::Close;
+    }
+    let mut a = ack(pkid);
+    a.reason = reason::QUOTA_EXCEEDED;
+    match qos {
+        QoS::ExactlyOnce => send_ack(shard, conn, held, &Packet::PubRec(a)),
+        _ => send_ack(shard, conn, held, &Packet::PubAck(a)),
     }
     Flow::Continue
 }
@@ -223,6 +333,7 @@ pub(super) async fn subscribe(shard: &Rc<Shard>, conn: &Rc<Conn>, s: Subscribe) 
         if shard.subscribe_local(&filter, key, opts, sub_id) {
             new_routes.push(filter.clone());
         }
+        shard.log_sub(&conn.session, &filter, &opts, sub_id);
         codes.push(opts.qos as u8);
         // Retained messages: none for a shared subscription (§4.8.2); Retain Handling 0
         // always, 1 only if the subscription is new, 2 never [MQTT-3.3.1-9..11].
@@ -237,6 +348,13 @@ pub(super) async fn subscribe(shard: &Rc<Shard>, conn: &Rc<Conn>, s: Subscribe) 
         }
     }
     shard.announce_routes(&new_routes).await;
+    // The SUBACK says the subscription exists: once logged, it must survive a crash.
+    if let Some(j) = shard.journal().filter(|j| j.gates_acks()) {
+        if j.wait_durable(j.last_seq()).await.is_err() {
+            conn.kill_with(reason::UNSPECIFIED_ERROR);
+            return;
+        }
+    }
     conn.send(&Packet::SubAck(SubAck {
         pkid: s.pkid,
         codes,
@@ -255,7 +373,7 @@ pub(super) async fn subscribe(shard: &Rc<Shard>, conn: &Rc<Conn>, s: Subscribe) 
     conn.wake_writer();
 }
 
-pub(super) fn unsubscribe(shard: &Rc<Shard>, conn: &Rc<Conn>, u: Unsubscribe) {
+pub(super) fn unsubscribe(shard: &Rc<Shard>, conn: &Rc<Conn>, u: Unsubscribe, held: &mut Held) {
     let key = conn.session.key;
     let mut codes = Vec::new();
     for filter in &u.filters {
@@ -268,15 +386,21 @@ pub(super) fn unsubscribe(shard: &Rc<Shard>, conn: &Rc<Conn>, u: Unsubscribe) {
             .is_some();
         if existed {
             shard.unsubscribe_local(filter, key);
+            shard.log_unsub(&conn.session, filter);
         }
         codes.push(if existed { 0x00 } else { 0x11 });
     }
     if !conn.version.is_v5() {
         codes.clear();
     }
-    conn.send(&Packet::UnsubAck(UnsubAck {
-        pkid: u.pkid,
-        codes,
-        properties: Default::default(),
-    }));
+    send_ack(
+        shard,
+        conn,
+        held,
+        &Packet::UnsubAck(UnsubAck {
+            pkid: u.pkid,
+            codes,
+            properties: Default::default(),
+        }),
+    );
 }

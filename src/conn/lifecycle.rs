@@ -184,6 +184,7 @@ pub(super) async fn read_loop(
     dec: &mut Decoder,
     mut buf: BytesMut,
 ) -> End {
+    let mut held = Held::default();
     loop {
         loop {
             match dec.decode(&mut buf) {
@@ -191,9 +192,13 @@ pub(super) async fn read_loop(
                 // reader state stays small.
                 Ok(Some(Packet::Subscribe(sub))) => Box::pin(subscribe(shard, conn, sub)).await,
                 Ok(Some(p)) => {
-                    match handle(shard, conn, p) {
+                    match handle(shard, conn, p, &mut held) {
                         Flow::Continue => {}
-                        Flow::Disconnect => return End::Disconnect,
+                        Flow::Disconnect => {
+                            // Acknowledge what came before the DISCONNECT (best effort).
+                            release_acks(shard, conn, &mut held).await;
+                            return End::Disconnect;
+                        }
                         Flow::Close => return End::Abrupt,
                         Flow::Violation(code) => {
                             conn.send_disconnect(code);
@@ -204,6 +209,10 @@ pub(super) async fn read_loop(
                         // A subscriber this publisher feeds is behind: stop reading (the
                         // rest stays in `buf` and the socket) until it catches up. Boxed:
                         // the wait is rare and would otherwise enlarge every reader.
+                        if !Box::pin(release_acks(shard, conn, &mut held)).await {
+                            conn.send_disconnect(reason::UNSPECIFIED_ERROR);
+                            return End::Abrupt;
+                        }
                         if !conn.out.borrow().is_empty() {
                             conn.writer_wake.notify();
                         }
@@ -230,6 +239,13 @@ pub(super) async fn read_loop(
         if buf.is_empty() {
             // Release the arena chunk this buffer pointed into; idle connections hold none.
             buf = BytesMut::new();
+        }
+        // Acknowledgements go out once the log made durable what they acknowledge: one
+        // wait per chunk read, however many publishes it held. Boxed: only durability
+        // batch/always waits, and the future would otherwise enlarge every reader.
+        if !held.buf.is_empty() && !Box::pin(release_acks(shard, conn, &mut held)).await {
+            conn.send_disconnect(reason::UNSPECIFIED_ERROR);
+            return End::Abrupt;
         }
         flush_inline(shard, conn, io);
         if !conn.out.borrow().is_empty() {

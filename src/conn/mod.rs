@@ -17,7 +17,6 @@ use std::cell::{Cell, RefCell};
 use std::os::unix::io::RawFd;
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::BytesMut;
@@ -33,7 +32,7 @@ use crate::rt::net::{attach_stream, close_fd, detach_stream, send_nonblocking, I
 use crate::rt::sync::Notify;
 use crate::rt::with_timeout;
 use crate::session::{Delivery, Outgoing, PubRecResult, Publication};
-use crate::shard::{Ctrl, Handoff, SessionCell, Shard};
+use crate::shard::{Ctrl, Handoff, PkidRec, SessionCell, Shard};
 
 mod auth_flow;
 mod handle;
@@ -101,17 +100,20 @@ pub struct Conn {
 
 /// Server-initiated DISCONNECT reason codes (5.0 §3.14.2.1).
 pub mod reason {
+    pub const UNSPECIFIED_ERROR: u8 = 0x80;
     pub const PROTOCOL_ERROR: u8 = 0x82;
     pub const SERVER_SHUTTING_DOWN: u8 = 0x8B;
     pub const KEEP_ALIVE_TIMEOUT: u8 = 0x8D;
     pub const SESSION_TAKEN_OVER: u8 = 0x8E;
     pub const RECEIVE_MAXIMUM_EXCEEDED: u8 = 0x93;
+    pub const QUOTA_EXCEEDED: u8 = 0x97;
     pub const RETAIN_NOT_SUPPORTED: u8 = 0x9A;
     pub const QOS_NOT_SUPPORTED: u8 = 0x9B;
 
     /// The Reason String sent with a server DISCONNECT.
     pub fn text(code: u8) -> &'static str {
         match code {
+            UNSPECIFIED_ERROR => "durable log failed",
             0x81 => "malformed packet",
             PROTOCOL_ERROR => "protocol error",
             SERVER_SHUTTING_DOWN => "server shutting down",
@@ -540,7 +542,8 @@ async fn serve(shard: Rc<Shard>, io: Rc<Io>, hello: Hello, rest: BytesMut) {
         for o in resend {
             if let Wrote::Discarded(pkid) = write_outgoing(&shard, &mut out, &conn, o, &now, false)
             {
-                cell.state.borrow_mut().forget(pkid);
+                let mut st = cell.state.borrow_mut();
+                forget(&shard, &cell, &mut st, pkid);
             }
         }
     }

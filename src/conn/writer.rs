@@ -92,15 +92,36 @@ pub(super) fn write_outgoing(
 /// (counted) [MQTT-3.3.2-5].
 pub(super) fn next_sendable(
     shard: &Shard,
+    cell: &SessionCell,
     st: &mut crate::session::Session,
     now: &crate::rt::LazyNow,
 ) -> Option<Outgoing> {
-    let expired = st.drop_expired(now);
+    let (expired, logged) = st.drop_expired(now);
     if expired > 0 {
         let c = &shard.metrics.dropped_expired;
         c.set(c.get() + expired as u64);
+        shard.log_dropped_front(cell, st, logged);
     }
-    st.next_outgoing()
+    let o = st.next_outgoing()?;
+    if let Outgoing::Publish { pkid, delivery, .. } = &o {
+        if delivery.logged() {
+            shard.log_pkid(cell, st, PkidRec::Send, *pkid);
+        }
+    }
+    Some(o)
+}
+
+/// Drop an in-flight message that was discarded instead of sent (as if delivered).
+pub(super) fn forget(
+    shard: &Shard,
+    cell: &SessionCell,
+    st: &mut crate::session::Session,
+    pkid: u16,
+) {
+    st.forget(pkid);
+    if pkid != 0 {
+        shard.log_pkid(cell, st, PkidRec::Ack, pkid);
+    }
 }
 
 /// Send acks and small queued messages straight from the reader after it processed a chunk,
@@ -121,12 +142,12 @@ pub(super) fn flush_inline(shard: &Shard, conn: &Conn, io: &Io) {
                 Some(len) if len < ZERO_COPY_PAYLOAD => {}
                 _ => break,
             }
-            match next_sendable(shard, &mut st, &now) {
+            match next_sendable(shard, &conn.session, &mut st, &now) {
                 Some(o) => {
                     if let Wrote::Discarded(pkid) =
                         write_outgoing(shard, &mut out, conn, o, &now, false)
                     {
-                        st.forget(pkid);
+                        forget(shard, &conn.session, &mut st, pkid);
                     }
                 }
                 None => break,
@@ -169,7 +190,7 @@ pub(super) async fn writer(shard: Rc<Shard>, conn: Rc<Conn>, io: Rc<Io>) {
                 let mut st = conn.session.state.borrow_mut();
                 let now = crate::rt::LazyNow::default();
                 while out.len() < WRITE_BATCH {
-                    let Some(o) = next_sendable(&shard, &mut st, &now) else {
+                    let Some(o) = next_sendable(&shard, &conn.session, &mut st, &now) else {
                         break;
                     };
                     match write_outgoing(&shard, &mut out, &conn, o, &now, true) {
@@ -178,7 +199,7 @@ pub(super) async fn writer(shard: Rc<Shard>, conn: Rc<Conn>, io: Rc<Io>) {
                             tail = Some(payload);
                             break;
                         }
-                        Wrote::Discarded(pkid) => st.forget(pkid),
+                        Wrote::Discarded(pkid) => forget(&shard, &conn.session, &mut st, pkid),
                     }
                 }
                 shard.pressure.on_dequeue(&conn.session, &st);

@@ -40,22 +40,34 @@ pub fn framed_len(len: usize) -> usize {
 /// Append one record to `out`. Panics only on a body over [`MAX_BODY`] (a broker bug: the
 /// broker bounds what it logs by `max_packet_size`).
 pub fn encode(out: &mut Vec<u8>, meta: Meta, body: &[u8]) {
+    let start = out.len();
+    out.resize(start + framed_len(body.len()), 0);
+    encode_into(&mut out[start..], meta, body);
+}
+
+/// Write one record into `dst` (exactly [`framed_len`] bytes, e.g. a slice of a mapped
+/// segment). The padding is written as zeros. The body goes in before the header, so a
+/// reader that finds a valid header checksum also finds the body it describes in place
+/// (the body checksum still decides).
+pub fn encode_into(dst: &mut [u8], meta: Meta, body: &[u8]) {
     assert!(
         !body.is_empty() && body.len() <= MAX_BODY,
         "record body must be 1..=MAX_BODY bytes"
     );
-    let mut h = [0u8; HEADER];
-    h[0..4].copy_from_slice(&(body.len() as u32).to_le_bytes());
-    h[4] = meta.kind;
-    h[5] = meta.flags;
-    h[8..12].copy_from_slice(&meta.epoch.to_le_bytes());
-    h[16..24].copy_from_slice(&meta.seq.to_le_bytes());
-    h[24..28].copy_from_slice(&crc32c::crc32c(body).to_le_bytes());
-    let hcrc = crc32c::crc32c(&h[..28]);
-    h[28..32].copy_from_slice(&hcrc.to_le_bytes());
-    out.extend_from_slice(&h);
-    out.extend_from_slice(body);
-    out.resize(out.len() + (body.len().div_ceil(8) * 8 - body.len()), 0);
+    assert_eq!(dst.len(), framed_len(body.len()), "record slot size");
+    let (h, rest) = dst.split_at_mut(HEADER);
+    rest[..body.len()].copy_from_slice(body);
+    rest[body.len()..].fill(0);
+    let mut hd = [0u8; HEADER];
+    hd[0..4].copy_from_slice(&(body.len() as u32).to_le_bytes());
+    hd[4] = meta.kind;
+    hd[5] = meta.flags;
+    hd[8..12].copy_from_slice(&meta.epoch.to_le_bytes());
+    hd[16..24].copy_from_slice(&meta.seq.to_le_bytes());
+    hd[24..28].copy_from_slice(&crc32c::crc32c(body).to_le_bytes());
+    let hcrc = crc32c::crc32c(&hd[..28]);
+    hd[28..32].copy_from_slice(&hcrc.to_le_bytes());
+    h.copy_from_slice(&hd);
 }
 
 /// A valid record found by the scan: its header and where its body lies in the buffer.

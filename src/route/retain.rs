@@ -86,6 +86,11 @@ impl RetainedStore {
         gone
     }
 
+    /// Every stored message (for snapshots of the durable log).
+    pub fn iter(&self) -> impl Iterator<Item = &Arc<Publication>> {
+        self.map.values()
+    }
+
     pub fn len(&self) -> usize {
         self.map.len()
     }
@@ -118,6 +123,7 @@ mod tests {
             props: None,
             origin: Utf8Bytes::default(),
             expiry,
+            id: 0,
         })
     }
 

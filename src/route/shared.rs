@@ -210,6 +210,16 @@ impl LocalGroups {
         self.map.get(key).map_or(0, |g| g.members.len() as u32)
     }
 
+    /// `session`'s membership of `key` (options and identifier).
+    pub fn member(&self, key: &str, session: SessionKey) -> Option<Hit> {
+        self.map
+            .get(key)?
+            .members
+            .iter()
+            .find(|m| m.session == session)
+            .copied()
+    }
+
     /// Is `session` a member of `key`?
     pub fn is_member(&self, key: &str, session: SessionKey) -> bool {
         self.map

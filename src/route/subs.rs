@@ -79,6 +79,18 @@ impl LocalSubs {
         }
     }
 
+    /// The subscription identifier of `session`'s subscription to `filter` (0: none).
+    pub fn sub_id(&self, filter: &str, session: SessionKey) -> u32 {
+        let hit = if filter.starts_with(crate::proto::topic::SHARE_PREFIX) {
+            self.groups.member(filter, session)
+        } else {
+            self.trie
+                .get(filter)
+                .and_then(|l| l.iter().find(|h| h.session == session).copied())
+        };
+        hit.map_or(0, |h| h.id)
+    }
+
     pub fn filters(&self) -> usize {
         self.trie.len()
     }

@@ -3,6 +3,7 @@
 //! cross-shard mesh outboxes and fd hand-off helpers live here, so a move to another
 //! thread-per-core runtime stays contained.
 
+pub mod fs;
 pub mod mesh;
 pub mod net;
 pub mod park;

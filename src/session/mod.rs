@@ -18,7 +18,7 @@ use crate::proto::{PacketId, Properties, QoS, SubOptions, Utf8Bytes};
 
 /// One published message as the broker routes it: decoded once, then shared (refcount)
 /// by every subscriber on every shard. `Send + Sync`.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Publication {
     pub topic: Utf8Bytes,
     pub payload: Bytes,
@@ -33,6 +33,9 @@ pub struct Publication {
     /// When the 5.0 Message Expiry Interval runs out: not delivered after that
     /// [MQTT-3.3.2-5], and forwarded with the time left [MQTT-3.3.2-6].
     pub expiry: Option<Instant>,
+    /// Id of the message in the durable log (`MSG` record), 0 if not logged (QoS 0, no
+    /// log, or the log refused it).
+    pub id: u64,
 }
 
 impl Publication {
@@ -143,6 +146,13 @@ impl Delivery {
     pub fn with_sub_id(mut self, id: u32) -> Delivery {
         self.sub_id = id;
         self
+    }
+
+    /// Whether this delivery is in the durable log: QoS ≥ 1 of a logged message (only
+    /// those get `ENQ`/`SEND` records; the log's queue is this subsequence of the queue).
+    #[inline]
+    pub fn logged(&self) -> bool {
+        self.qos != QoS::AtMostOnce && self.msg.id != 0
     }
 
     /// Whether any subscription identifier goes with this delivery (5.0 only).
@@ -321,10 +331,12 @@ impl Session {
         }
     }
 
-    /// Drop expired messages at the head of the queue; returns how many
-    /// [MQTT-3.3.2-5]. Messages already sent are not recalled.
-    pub fn drop_expired(&mut self, now: &crate::rt::LazyNow) -> usize {
+    /// Drop expired messages at the head of the queue; returns how many, and how many of
+    /// them were logged ([`Delivery::logged`]) [MQTT-3.3.2-5]. Messages already sent are not
+    /// recalled.
+    pub fn drop_expired(&mut self, now: &crate::rt::LazyNow) -> (usize, usize) {
         let mut n = 0;
+        let mut logged = 0;
         while let Some(d) = self.queue.front() {
             if !d.expires || !d.msg.expired(now.get()) {
                 break;
@@ -334,10 +346,11 @@ impl Session {
                 if d.qos == QoS::AtMostOnce {
                     self.queued_qos0 -= 1;
                 }
+                logged += usize::from(d.logged());
             }
             n += 1;
         }
-        n
+        (n, logged)
     }
 
     /// Next message to send, if the inflight window allows. QoS 0 bypasses the window.
@@ -469,6 +482,44 @@ impl Session {
         out
     }
 
+    /// The in-flight window in order: packet id and the message, or `None` for a QoS 2
+    /// flow past PUBREC (only the PUBREL is owed).
+    pub fn inflight_entries(&self) -> impl Iterator<Item = (PacketId, Option<&Delivery>)> {
+        self.inflight.iter().map(|(p, st)| match st {
+            Inflight::Sent(d) => (*p, Some(d)),
+            Inflight::Released => (*p, None),
+        })
+    }
+
+    /// The queue in order.
+    pub fn queued_entries(&self) -> impl Iterator<Item = &Delivery> {
+        self.queue.iter()
+    }
+
+    /// Incoming QoS 2 packet ids awaiting PUBREL.
+    pub fn incoming_qos2_ids(&self) -> Vec<PacketId> {
+        let mut v: Vec<PacketId> = self
+            .incoming_qos2
+            .as_ref()
+            .map_or_else(Vec::new, |s| s.iter().copied().collect());
+        v.sort_unstable();
+        v
+    }
+
+    /// Put back an in-flight message at recovery (`None`: a QoS 2 flow past PUBREC). Ids
+    /// continue after the highest restored one.
+    pub fn restore_inflight(&mut self, pkid: PacketId, d: Option<Delivery>) {
+        if pkid == 0 || self.find(pkid).is_some() {
+            return;
+        }
+        let st = match d {
+            Some(d) => Inflight::Sent(d),
+            None => Inflight::Released,
+        };
+        self.inflight.push_back((pkid, st));
+        self.next_pkid = if pkid == u16::MAX { 1 } else { pkid + 1 };
+    }
+
     /// An incoming QoS 2 PUBLISH. Returns true the first time this id is seen (deliver it),
     /// false for a retransmission before PUBREL (acknowledge again, do not deliver).
     pub fn incoming_qos2(&mut self, pkid: PacketId) -> bool {
@@ -516,6 +567,7 @@ mod tests {
                 props: None,
                 origin: Utf8Bytes::default(),
                 expiry: None,
+                id: 0,
             }),
             qos,
             false,

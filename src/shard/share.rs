@@ -142,6 +142,11 @@ impl Shard {
                 },
                 None => false,
             });
+        if !taken.is_empty() {
+            // Entries left the middle of the queue: restate the session in the log.
+            let st = cell.state.borrow();
+            self.log_state(cell, &st);
+        }
         for d in taken {
             let Some(key) = d.share().cloned() else {
                 continue;

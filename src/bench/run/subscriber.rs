@@ -78,7 +78,7 @@ pub async fn subscriber(ctx: Rc<Ctx>, i: usize) {
 async fn set_up(ctx: &Ctx, i: usize) -> Option<Link> {
     let p = &ctx.plan;
     let id = format!("{}-s{i}", p.client_prefix);
-    let persistent = p.offline_subs;
+    let persistent = p.offline_subs || p.persistent_subs;
     let mut link = match ctx.dial(i, &id, !persistent, false).await {
         Ok(l) => l,
         Err(e) => {
@@ -104,7 +104,7 @@ async fn set_up(ctx: &Ctx, i: usize) -> Option<Link> {
             return None;
         }
     }
-    if !persistent {
+    if !p.offline_subs {
         ctx.sh.subs_ready.fetch_add(1, Relaxed);
         return Some(link);
     }
