@@ -158,8 +158,9 @@ fn next_fresh(c: &mut Client, body: &str, how: Stop) -> Msg {
 }
 
 /// Retained messages (QoS 0 and QoS 1) are still delivered to a new subscription after a
-/// restart, with RETAIN=1 [MQTT-3.3.1-6]; a newer retained message replaces the older one
-/// [MQTT-3.3.1-5] and a zero-byte one deletes it [MQTT-3.3.1-10], across restarts too.
+/// restart ([MQTT-3.3.1-5] stored, [MQTT-3.3.1-6] sent to a new subscription, with RETAIN=1
+/// [MQTT-3.3.1-8]); a newer retained message replaces the older one and a zero-byte one
+/// deletes it [MQTT-3.3.1-10], across restarts too.
 #[test]
 fn retained_messages_survive_restarts() {
     let dir = DataDir::new("retained");

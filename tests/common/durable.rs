@@ -5,6 +5,12 @@
 //!
 //! `Broker::start_with` is not reused: it always picks its own `--data-dir` and port, and a
 //! restart must find the same journal and let clients reconnect to the same address.
+//!
+//! The broker contract assumed here (issue 5): `--durability none|process|batch|always`,
+//! `--segment-size BYTES`; the journal lives in `DIR/journal/gen-<N>/shard-<K>/*.seg`,
+//! fixed-size segments zero-filled after their data; recovery finishes before the
+//! `ringmq listening on ADDR` line; damage found by recovery is logged at WARN with the
+//! words `journal damage` and the segment path; SIGTERM is a clean shutdown (exit 0).
 
 use std::collections::VecDeque;
 use std::io::{ErrorKind, Read, Write};
