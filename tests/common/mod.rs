@@ -1031,5 +1031,6 @@ pub async fn next_from<T>(
 }
 
 pub mod auth;
+pub mod durable;
 pub mod subs;
 pub mod v5;
