@@ -347,7 +347,7 @@ async fn shard_main(
     cfg: Arc<Config>,
     auth: Arc<Registry>,
     global: Arc<Global>,
-    data_mesh: Meshes<Arc<crate::session::Publication>>,
+    data_mesh: Meshes<crate::shard::Fwd>,
     ctrl_mesh: Meshes<crate::shard::Ctrl>,
     plan: Option<Arc<JournalPlan>>,
     ready: &crossbeam::channel::Sender<Result<Phase, String>>,

@@ -43,6 +43,9 @@ pub use durable::PkidRec;
 /// How long a shard waits for its peers to acknowledge a route change or answer a
 /// retained query before giving up (a peer only misses this if it is shutting down).
 const PEER_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a publisher's acknowledgement waits for peers to confirm they logged its
+/// message before the connection is closed without it (a peer this slow is broken).
+const BARRIER_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Process-wide state shared by all shards (atomics only).
 #[derive(Debug, Default)]
@@ -53,8 +56,24 @@ pub struct Global {
     pub shutdown: AtomicBool,
 }
 
+/// What travels on the data mesh.
+pub enum Fwd {
+    /// A publication for the receiving shard's subscribers.
+    Msg(Arc<Publication>),
+    /// Everything `from` sent on this channel before is logged by the receiver (durable, in
+    /// durability batch/always) once the receiver answers `Ctrl::Ack { req }`: a publisher's
+    /// acknowledgement waits for that when its message went to other shards.
+    Barrier { from: usize, req: u64 },
+}
+
 /// Control-plane messages between shards.
 pub enum Ctrl {
+    /// As [`Fwd::Barrier`], for what `from` sent on the ctrl mesh (shared-subscription
+    /// deliveries, retained messages).
+    Barrier {
+        from: usize,
+        req: u64,
+    },
     /// `from` has its first local subscriber for `filter`; answer with `Ack { req }`.
     RouteAdd {
         filter: Utf8Bytes,
@@ -190,8 +209,11 @@ pub struct Shard {
     /// Enhanced-authentication methods; shared read-only with every shard.
     pub auth: Arc<Registry>,
     pub global: Arc<Global>,
-    pub data: Rc<Outbox<Arc<Publication>>>,
+    pub data: Rc<Outbox<Fwd>>,
     pub ctrl: Rc<Outbox<Ctrl>>,
+    /// Peers a logged publication was sent to since the reader last took them (data mesh,
+    /// ctrl mesh): its acknowledgement waits for their barriers.
+    touched: Cell<(ShardSet, ShardSet)>,
     pub routes: RefCell<RouteTable>,
     pub subs: RefCell<LocalSubs>,
     pub retained: RefCell<RetainedStore>,
@@ -233,7 +255,7 @@ impl Shard {
         cfg: Arc<Config>,
         auth: Arc<Registry>,
         global: Arc<Global>,
-        data: Rc<Outbox<Arc<Publication>>>,
+        data: Rc<Outbox<Fwd>>,
         ctrl: Rc<Outbox<Ctrl>>,
         journal: Option<Rc<crate::journal::Journal>>,
     ) -> Rc<Shard> {
@@ -269,6 +291,7 @@ impl Shard {
             global,
             data,
             ctrl,
+            touched: Cell::default(),
             routes: RefCell::default(),
             subs: RefCell::default(),
             retained: RefCell::default(),
@@ -542,12 +565,14 @@ impl Shard {
     /// Returns whether the message had any matching subscription (5.0 PUBACK/PUBREC
     /// reason 0x10 "no matching subscribers" otherwise).
     pub fn publish(&self, msg: Arc<Publication>) -> bool {
+        let (mut data, mut ctrl) = self.touched.get();
         if msg.retain {
             let owner = self.shard_of(msg.topic.as_bytes());
             if owner == self.id {
                 self.retain_set(msg.clone());
             } else {
                 self.ctrl.push(owner, Ctrl::RetainSet(msg.clone()));
+                ctrl.insert(owner);
             }
         }
         let dests = self.routes.borrow().destinations(&msg.topic);
@@ -556,13 +581,64 @@ impl Shard {
             if d == self.id {
                 self.deliver_local(&msg);
             } else {
-                self.data.push(d, msg.clone());
+                self.data.push(d, Fwd::Msg(msg.clone()));
+                data.insert(d);
             }
+        }
+        if msg.id != 0 {
+            self.touched.set((data, ctrl));
         }
         if !self.routes.borrow().shared.is_empty() {
             routed |= self.publish_shared(&msg);
         }
         routed
+    }
+
+    /// Peers the logged publications routed since the last call went to (data, ctrl).
+    pub fn take_touched(&self) -> (ShardSet, ShardSet) {
+        self.touched.take()
+    }
+
+    /// Wait until `data` and `ctrl` peers logged (and, in durability batch/always, made
+    /// durable) everything this shard sent them so far. `false`: a peer did not answer.
+    pub async fn barrier(&self, data: ShardSet, ctrl: ShardSet) -> bool {
+        let n = data.iter().count() + ctrl.iter().count();
+        if n == 0 {
+            return true;
+        }
+        let cd = Countdown::new(n);
+        let req = self.new_req(Pending::Acks(cd.clone()));
+        for d in data.iter() {
+            self.data.push(d, Fwd::Barrier { from: self.id, req });
+        }
+        for c in ctrl.iter() {
+            self.ctrl.push(c, Ctrl::Barrier { from: self.id, req });
+        }
+        let done = crate::rt::with_timeout(BARRIER_TIMEOUT, cd.wait()).await;
+        self.pending.borrow_mut().remove(&req);
+        if done.is_none() {
+            tracing::error!(
+                shard = self.id,
+                "a peer shard did not confirm logging within 30 s"
+            );
+        }
+        done.is_some()
+    }
+
+    /// Answer a peer's barrier once what it sent before is durable here.
+    fn answer_barrier(&self, from: usize, req: u64) {
+        match self.journal().filter(|j| j.gates_acks()) {
+            Some(j) if !j.is_durable(j.last_seq()) => {
+                let (j, ctrl, seq) = (j.clone(), self.ctrl.clone(), j.last_seq());
+                glommio::spawn_local(async move {
+                    if j.wait_durable(seq).await.is_ok() {
+                        ctrl.push(from, Ctrl::Ack { req });
+                    }
+                })
+                .detach();
+            }
+            _ => self.ctrl.push(from, Ctrl::Ack { req }),
+        }
     }
 
     fn retain_set(&self, msg: Arc<Publication>) {
@@ -699,6 +775,7 @@ impl Shard {
     /// Handle one control message. Never awaits (see `rt::mesh`).
     fn on_ctrl(self: &Rc<Self>, msg: Ctrl) {
         match msg {
+            Ctrl::Barrier { from, req } => self.answer_barrier(from, req),
             Ctrl::RouteAdd { filter, from, req } => {
                 self.routes.borrow_mut().add(&filter, from);
                 self.ctrl.push(from, Ctrl::Ack { req });
@@ -740,15 +817,18 @@ impl Shard {
     /// Spawn one drain task per peer for each mesh. Drain tasks never await a send.
     pub fn spawn_drains(
         self: &Rc<Self>,
-        mut data_rx: Receivers<Vec<Arc<Publication>>>,
+        mut data_rx: Receivers<Vec<Fwd>>,
         mut ctrl_rx: Receivers<Vec<Ctrl>>,
     ) {
         for (_peer, mut rx) in data_rx.streams() {
             let shard = self.clone();
             glommio::spawn_local(async move {
                 while let Some(batch) = rx.next().await {
-                    for msg in batch {
-                        shard.deliver_local(&msg);
+                    for f in batch {
+                        match f {
+                            Fwd::Msg(msg) => shard.deliver_local(&msg),
+                            Fwd::Barrier { from, req } => shard.answer_barrier(from, req),
+                        }
                     }
                     glommio::yield_if_needed().await;
                 }

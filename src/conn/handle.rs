@@ -39,12 +39,16 @@ fn admit_publish(shard: &Shard, conn: &Conn, p: &crate::proto::Publish) -> Resul
 pub(super) struct Held {
     pub buf: BytesMut,
     pub wait: u64,
+    /// Peers the chunk's logged publications went to (data mesh, ctrl mesh): they must
+    /// confirm they logged their deliveries first.
+    pub peers: (ShardSet, ShardSet),
 }
 
-/// Send an acknowledgement (PUBACK, PUBREC, PUBCOMP, UNSUBACK): at once, or — when the
-/// log gates acknowledgements — after everything logged so far is durable.
+/// Send an acknowledgement (PUBACK, PUBREC, PUBCOMP, UNSUBACK): at once without a log;
+/// with one, at the end of the chunk, once everything logged so far is durable and the
+/// peers that took the chunk's publications have logged their deliveries.
 fn send_ack(shard: &Shard, conn: &Conn, held: &mut Held, p: &Packet) {
-    match shard.journal().filter(|j| j.gates_acks()) {
+    match shard.journal() {
         Some(j) => {
             held.wait = held.wait.max(j.last_seq());
             if let Err(e) = encode(p, conn.version, &mut held.buf) {
@@ -65,6 +69,10 @@ pub(super) async fn release_acks(shard: &Shard, conn: &Conn, held: &mut Held) ->
         if j.wait_durable(held.wait).await.is_err() {
             return false;
         }
+    }
+    let (data, ctrl) = std::mem::take(&mut held.peers);
+    if !shard.barrier(data, ctrl).await {
+        return false;
     }
     conn.out.borrow_mut().extend_from_slice(&held.buf);
     held.buf.clear();
@@ -151,7 +159,13 @@ pub(super) fn handle(shard: &Rc<Shard>, conn: &Rc<Conn>, p: Packet, held: &mut H
                     id: 0,
                 };
                 match shard.admit_logged(msg) {
-                    Ok((msg, _)) => routed = shard.publish(msg),
+                    Ok((msg, _)) => {
+                        shard.take_touched();
+                        routed = shard.publish(msg);
+                        let (d, c) = shard.take_touched();
+                        held.peers.0 .0 |= d.0;
+                        held.peers.1 .0 |= c.0;
+                    }
                     Err(refused) => return refuse_unlogged(shard, conn, held, qos, pkid, refused),
                 }
             }

@@ -28,6 +28,7 @@ use crate::proto::{
     ProtoError, ProtocolVersion, PubResp, QoS, SubAck, SubOptions, Subscribe, UnsubAck,
     Unsubscribe, Utf8Bytes,
 };
+use crate::route::table::ShardSet;
 use crate::rt::net::{attach_stream, close_fd, detach_stream, send_nonblocking, Io};
 use crate::rt::sync::Notify;
 use crate::rt::with_timeout;

@@ -549,6 +549,11 @@ impl Journal {
         self.synced.notify_all();
     }
 
+    /// Whether the record `seq` is durable.
+    pub fn is_durable(&self, seq: u64) -> bool {
+        self.durable.get() >= seq
+    }
+
     /// Wait until the record `seq` is durable. `Err`: it never will be (flush failed).
     pub async fn wait_durable(&self, seq: u64) -> Result<(), Refused> {
         loop {

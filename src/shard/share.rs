@@ -36,6 +36,11 @@ impl Shard {
                         tried: ShardSet::default(),
                     },
                 );
+                if msg.id != 0 {
+                    let (data, mut ctrl) = self.touched.get();
+                    ctrl.insert(shard);
+                    self.touched.set((data, ctrl));
+                }
             }
         }
         *self.share_picks.borrow_mut() = picks;
