@@ -19,8 +19,11 @@
 # in_msgs_per_s / 2 / publishers (--rate is per publisher; the generator paces per message,
 # publishers staggered). Its table rows give p50 / p99 / p99.9 latency at that load.
 #
-# Peers: ringmq = `target/release/ringmq --shards 1 --max-inflight 100` (built here unless
-# --no-build; the window is rumqttd's fixed outgoing window, given to every peer);
+# Peers: ringmq = `target/release/ringmq --shards 1 --max-inflight 100 $RINGMQ_ARGS` (built here
+# unless --no-build; the window is rumqttd's fixed outgoing window, given to every peer;
+# --ringmq-args, default "--durability none": the peers run without persistence too —
+# Mosquitto `persistence false`, rumqttd keeps nothing — so the rows compare like with like;
+# pass --ringmq-args "" to measure ringmq's durable default instead);
 # mosquitto / nats-server from apt, rumqttd from `cargo install rumqttd` (installed if
 # missing, unless --no-install). A peer that cannot be installed or started is skipped with
 # a message. Configs: scripts/peers/{mosquitto.conf,rumqttd.toml,nats.conf}, with @PORT@ and
@@ -61,6 +64,7 @@ RUN_TIMEOUT=
 SWEEPS=()
 LAT_HALF=0
 BENCH_COMMON="--keepalive 60"
+RINGMQ_ARGS="--durability none"
 TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
 
 default_rows() {
@@ -92,6 +96,7 @@ while [[ $# -gt 0 ]]; do
         --bench-core) BENCH_CORE=$2; shift ;;
         --run-timeout) RUN_TIMEOUT=$2; shift ;;
         --bench-args) BENCH_COMMON=$2; shift ;;
+        --ringmq-args) RINGMQ_ARGS=$2; shift ;;
         -h|--help) usage ;;
         *) echo "unknown argument: $1" >&2; usage ;;
     esac
@@ -211,7 +216,8 @@ start_broker() {
             # --max-inflight 100: every peer gets the outgoing window rumqttd has fixed
             # (src/router/iobufs.rs MAX_INFLIGHT = 100); see scripts/peers/*.
             taskset -c "$BROKER_CORE" "$bin" --shards 1 --listen "127.0.0.1:$PORT" \
-                --max-inflight 100 --data-dir "$RUNDIR/data" --log-level warn >"$logf" 2>&1 & ;;
+                --max-inflight 100 --data-dir "$RUNDIR/data" --log-level warn $RINGMQ_ARGS \
+                >"$logf" 2>&1 & ;;
         mosquitto)
             conf=$RUNDIR/mosquitto.conf
             sed "s|@PORT@|$PORT|g" "$ROOT/scripts/peers/mosquitto.conf" >"$conf"

@@ -367,7 +367,7 @@ async fn shard_main(
                 epoch: p.generation as u32,
                 segment_size: cfg.segment_size,
                 sync_interval: Duration::from_micros(cfg.sync_interval_us),
-                compact_after: (cfg.segment_size as u64).max(64 << 20),
+                compact_after: cfg.compact_bytes,
             })
             .await
             .map_err(|e| format!("shard {me}: cannot open the journal: {e}"))?,
@@ -389,6 +389,7 @@ async fn shard_main(
     if let (Some(j), Some(p)) = (&journal, &plan) {
         let s = shard.clone();
         glommio::spawn_local(j.clone().run_syncer(move || s.stopping.get())).detach();
+        glommio::spawn_local(shard.clone().run_compactor()).detach();
         let filters = shard.install(p.take(me));
         shard.announce_routes(&filters).await;
         shard

@@ -124,6 +124,11 @@ pub struct Cli {
     /// [default: 67108864].
     #[arg(long, value_name = "BYTES")]
     pub segment_size: Option<usize>,
+    /// Log bytes a shard appends before it writes a snapshot of its live state and deletes
+    /// older segments (at least segment_size; the interval also grows to twice the last
+    /// snapshot's size) [default: 67108864].
+    #[arg(long, value_name = "BYTES")]
+    pub compact_bytes: Option<u64>,
 }
 
 /// The effective configuration. Cloned into every shard at start; immutable afterwards.
@@ -158,6 +163,7 @@ pub struct Config {
     pub durability: crate::journal::Mode,
     pub sync_interval_us: u64,
     pub segment_size: usize,
+    pub compact_bytes: u64,
 }
 
 /// MQTT's largest encodable packet (remaining length 268,435,455 plus a 5-byte header).
@@ -196,6 +202,7 @@ impl Default for Config {
             durability: crate::journal::Mode::Batch,
             sync_interval_us: 1000,
             segment_size: 64 * 1024 * 1024,
+            compact_bytes: 64 * 1024 * 1024,
         }
     }
 }
@@ -266,7 +273,8 @@ impl Config {
             auth_scram_file,
             durability,
             sync_interval_us,
-            segment_size
+            segment_size,
+            compact_bytes
         );
         if cli.cpus.is_some() {
             cfg.cpus = cli.cpus.clone();
@@ -316,6 +324,9 @@ impl Config {
                 "segment_size",
                 "must be at least 2 x max_packet_size + 65536 (a record never spans segments)",
             );
+        }
+        if self.compact_bytes < self.segment_size as u64 {
+            return bad("compact_bytes", "must be at least segment_size");
         }
         if self.segment_size > (1 << 40) {
             return bad("segment_size", "must be at most 1 TiB");

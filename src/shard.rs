@@ -929,13 +929,6 @@ impl Shard {
             self.run_session_timers(self.now_ms());
             if let Some(j) = self.journal() {
                 j.poll_space();
-                if j.snapshot_due() {
-                    let me = self.clone();
-                    glommio::spawn_local(async move {
-                        let _ = me.snapshot().await;
-                    })
-                    .detach();
-                }
             }
             ticks = ticks.wrapping_add(1);
             if ticks % 16 == 0 {

@@ -165,6 +165,11 @@ pub struct Args {
     /// online, so a durable broker logs every delivery to them, not only the message.
     #[arg(long)]
     pub persistent: bool,
+    /// `backlog`: leave the sessions offline with their queues full and end after publishing
+    /// (for measuring a durable broker's recovery of the queued messages: kill and restart
+    /// it afterwards). Nothing is expected to be delivered.
+    #[arg(long)]
+    pub hold_offline: bool,
     /// Prefix for every topic (e.g. `run7/`), to keep concurrent runs apart.
     #[arg(long, default_value = "")]
     pub topic_prefix: String,
@@ -208,6 +213,8 @@ pub struct Plan {
     /// Subscribers use persistent sessions (clean session 0) and go offline before the
     /// publishing starts (`backlog`).
     pub offline_subs: bool,
+    /// `backlog --hold-offline`: no resume; nothing is expected to be delivered.
+    pub hold_offline: bool,
     /// Subscribers use persistent sessions while online (`--persistent`).
     pub persistent_subs: bool,
     /// The last `slow_subs` subscribers are slow (`slow`: 1); they are left out of the
@@ -387,6 +394,7 @@ impl Plan {
             audience,
             offline_subs: a.scenario == Scenario::Backlog,
             persistent_subs: a.persistent,
+            hold_offline: a.hold_offline && a.scenario == Scenario::Backlog,
             slow_subs: usize::from(a.scenario == Scenario::Slow),
             slow_factor: a.slow_factor,
             storm_close: a.storm_close,

@@ -17,7 +17,7 @@
 //! persistent subscribers log small delivery records that refer to it by message id.
 //! PUBACK/PUBREC/PUBCOMP and SUBACK wait until what they acknowledge is durable.
 //!
-//! Space: every so often (after `max(64 MiB, 2 × the last snapshot)` of appends) a shard
+//! Space: every so often (after `max(compact_bytes, 2 × the last snapshot)` of appends) a shard
 //! writes a snapshot of its live state into a fresh segment — sessions, subscriptions,
 //! deliveries, retained messages and every logged message still referenced anywhere (a
 //! copy keeps its id) — flushes it and deletes every older segment. Disk use is therefore

@@ -15,8 +15,9 @@
 //! | 28..32 | CRC32C of bytes 0..28 (the header) |
 //!
 //! The scan reads records until the end marker or the first record that fails a check (torn
-//! write, corruption, out of order); everything before it is valid, and where and why it
-//! stopped is reported so recovery can zero the tail and log the damage. Pure: no I/O.
+//! write, corruption, non-zero or missing padding, out of order); everything before it is
+//! valid, and where and why it stopped is reported so recovery can log the damage. Pure: no
+//! I/O.
 
 /// Header size in bytes.
 pub const HEADER: usize = 32;
@@ -87,7 +88,8 @@ pub enum Stop {
     Exhausted,
     /// The header checksum failed (torn or corrupt header).
     BadHeader,
-    /// The body checksum failed, or the body runs past the buffer (torn write).
+    /// The body checksum failed, the body or its padding runs past the buffer (torn write),
+    /// or the padding is not zeros.
     BadBody,
     /// Reserved bytes set, a length over [`MAX_BODY`], or a sequence not above the previous.
     Invalid,
@@ -137,7 +139,8 @@ pub fn scan(buf: &[u8]) -> Scan {
             break Stop::BadBody;
         };
         let bcrc = u32::from_le_bytes([h[24], h[25], h[26], h[27]]);
-        if crc32c::crc32c(bytes) != bcrc {
+        let padding = buf.get(body.end..at + framed_len(len));
+        if crc32c::crc32c(bytes) != bcrc || !padding.is_some_and(|p| p.iter().all(|&b| b == 0)) {
             break Stop::BadBody;
         }
         records.push(Found {
@@ -250,10 +253,10 @@ mod tests {
             let s = scan(&seg);
             // A record survives when its header and body bytes are all still as written:
             // wholly before the cut, or (zero fill after a cut through zero bytes) restored
-            // byte for byte. Padding is not checked.
+            // byte for byte. Padding must be intact too (zeros).
             let complete = spans
                 .iter()
-                .take_while(|(at, data_end, _)| seg[*at..*data_end] == full[*at..*data_end])
+                .take_while(|(at, _, end)| seg[*at..*end] == full[*at..*end])
                 .count();
             prop_assert_eq!(s.records.len(), complete);
             prop_assert_eq!(s.end, if complete == 0 { 0 } else { spans[complete - 1].2 });

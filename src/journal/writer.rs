@@ -131,6 +131,8 @@ pub struct Journal {
     dirty: Notify,
     /// Every flush completion (and failure).
     synced: Signal,
+    /// Woken when a snapshot becomes due (the shard's compactor task waits on it).
+    pub compact_due: Notify,
     /// A snapshot is being written or flushed.
     pub compacting: Cell<bool>,
     /// Messages this shard logged that may still be referenced (queued anywhere, retained):
@@ -202,6 +204,7 @@ impl Journal {
             full: Cell::new(false),
             dirty: Notify::new(),
             synced: Signal::new(),
+            compact_due: Notify::new(),
             compacting: Cell::new(false),
             live: RefCell::default(),
             live_prune_at: Cell::new(1024),
@@ -328,7 +331,12 @@ impl Journal {
         record::encode_into(&mut a.seg.map[a.pos..a.pos + need], meta, body);
         a.pos += need;
         self.seq.set(seq);
+        let before = log.since_snapshot;
         log.since_snapshot += need as u64;
+        let due = self.compact_after.max(2 * log.snapshot_bytes);
+        if before <= due && log.since_snapshot > due {
+            self.compact_due.notify();
+        }
         self.stats.records.set(self.stats.records.get() + 1);
         self.stats.bytes.set(self.stats.bytes.get() + need as u64);
         if self.mode == Mode::Process {

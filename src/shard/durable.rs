@@ -403,6 +403,21 @@ impl Shard {
         filters
     }
 
+    /// The compactor: writes a snapshot whenever enough was appended since the last one
+    /// (the journal wakes it from the append that crosses the threshold).
+    pub async fn run_compactor(self: Rc<Self>) {
+        let Some(j) = self.journal().cloned() else {
+            return;
+        };
+        while !self.stopping.get() {
+            crate::rt::with_timeout(std::time::Duration::from_secs(1), j.compact_due.notified())
+                .await;
+            if j.snapshot_due() && !self.stopping.get() {
+                let _ = self.snapshot().await;
+            }
+        }
+    }
+
     /// Write a snapshot of this shard's whole logged state into a fresh segment (without
     /// yielding, so nothing interleaves), then flush it and retire older segments.
     pub async fn snapshot(self: &Rc<Self>) -> Result<(), Refused> {

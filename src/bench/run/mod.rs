@@ -336,10 +336,14 @@ fn flow(plan: &Plan, sh: &Shared, out: &mut Outcome) {
         );
     }
     out.sent = sh.sent.iter().map(|s| s.load(Relaxed)).collect();
-    out.expected = plan.expected_deliveries(&out.sent);
+    out.expected = if plan.hold_offline {
+        0
+    } else {
+        plan.expected_deliveries(&out.sent)
+    };
     out.publish_secs = secs(sh.last_publish_ns.load(Relaxed).saturating_sub(start));
     let mut origin = start;
-    if plan.offline_subs {
+    if plan.offline_subs && !plan.hold_offline {
         // Everything is queued at the broker: bring the sessions back.
         origin = now_ns();
         sh.resume_ns.store(origin, Relaxed);
@@ -355,7 +359,7 @@ fn flow(plan: &Plan, sh: &Shared, out: &mut Outcome) {
     out.slow_delivered = sh.slow_delivered.load(Relaxed);
     out.deliver_secs = secs(sh.last_delivery_ns.load(Relaxed).saturating_sub(origin));
     out.slow_secs = secs(sh.slow_last_ns.load(Relaxed).saturating_sub(start));
-    if plan.offline_subs {
+    if plan.offline_subs && !plan.hold_offline {
         out.resume = Some(Resume {
             drain_secs: out.deliver_secs,
             ..Resume::from_shared(sh, sh.offline.load(Relaxed), sh.resumed.load(Relaxed))
