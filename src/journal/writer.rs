@@ -158,9 +158,18 @@ impl Journal {
     /// segment. Called on the shard's thread before it serves anyone.
     pub async fn open(s: Settings) -> std::io::Result<Rc<Journal>> {
         std::fs::create_dir_all(&s.dir)?;
-        let maker = Maker::start(s.shard, s.dir.clone(), s.segment_size)?;
-        maker.request(1);
-        maker.request(2);
+        let prep = if s.mode == Mode::Process {
+            super::segment::Prep::Writable
+        } else {
+            super::segment::Prep::Flushed
+        };
+        let maker = Maker::start(s.shard, s.dir.clone(), s.segment_size, prep)?;
+        // The current segment and two ahead: making one includes a directory fsync, which
+        // under a heavy write load waits for the file system's journal commit (100+ ms
+        // measured here), longer than a busy shard takes to fill a segment's remainder.
+        for no in 1..=3 {
+            maker.request(no);
+        }
         // Waited for without blocking the shard's thread (its peers are joining meanwhile).
         let deadline = Instant::now() + Duration::from_secs(60);
         let first = loop {
@@ -190,7 +199,7 @@ impl Journal {
             log: RefCell::new(Log {
                 segs,
                 spare: None,
-                next_no: 3,
+                next_no: 4,
                 scratch: Vec::new(),
                 packet: BytesMut::new(),
                 unsynced_from: 1,
@@ -585,6 +594,7 @@ impl Journal {
         if !self.gates_acks() {
             return;
         }
+        let mut last = Instant::now();
         loop {
             while self.seq.get() <= self.durable.get() {
                 if stop() {
@@ -592,9 +602,13 @@ impl Journal {
                 }
                 crate::rt::with_timeout(Duration::from_millis(100), self.dirty.notified()).await;
             }
-            if self.mode == Mode::Batch && !self.sync_interval.is_zero() {
-                crate::rt::sleep(self.sync_interval).await;
+            // One flush per interval at most; a flush that took longer than the interval
+            // already let the next batch gather, so the next one starts at once.
+            let since = last.elapsed();
+            if self.mode == Mode::Batch && since < self.sync_interval {
+                crate::rt::sleep(self.sync_interval - since).await;
             }
+            last = Instant::now();
             if self.flush().await.is_err() {
                 return;
             }
