@@ -334,6 +334,7 @@ fn recover_journal(cfg: &Config) -> Result<Option<crate::journal::recover::Recov
         retained = rep.retained,
         dangling = rep.dangling,
         orphans = rep.orphans,
+        redelivered = rep.redelivered,
         damaged = rep.damage.len(),
         millis = rep.millis,
         "journal: recovered"

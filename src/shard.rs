@@ -235,6 +235,8 @@ pub struct Shard {
     pub pressure: Pressure,
     /// Offline sessions' expiry and delayed wills.
     pub timers: RefCell<crate::expiry::SessionTimers>,
+    /// The latest QoS 2 messages this shard delivered (restated in snapshots as `SEEN`).
+    recent_seen: RefCell<std::collections::VecDeque<u64>>,
     /// The durable log (`None` with durability none).
     journal: Option<Rc<crate::journal::Journal>>,
 }
@@ -314,6 +316,7 @@ impl Shard {
             pressure,
             limits,
             timers: RefCell::default(),
+            recent_seen: RefCell::default(),
             journal,
         })
     }
@@ -699,6 +702,9 @@ impl Shard {
         }
         hits.clear();
         *self.hits.borrow_mut() = hits;
+        if msg.qos == crate::proto::QoS::ExactlyOnce && msg.id != 0 {
+            self.log_seen(msg.id);
+        }
     }
 
     /// Queue one message for one session and wake its writer.

@@ -42,6 +42,8 @@ pub(super) struct Held {
     /// Peers the chunk's logged publications went to (data mesh, ctrl mesh): they must
     /// confirm they logged their deliveries first.
     pub peers: (ShardSet, ShardSet),
+    /// Incoming QoS 2 packet ids of the chunk: once the peers confirmed, they are routed.
+    pub q2: Vec<u16>,
 }
 
 /// Send an acknowledgement (PUBACK, PUBREC, PUBCOMP, UNSUBACK): at once without a log;
@@ -73,6 +75,12 @@ pub(super) async fn release_acks(shard: &Shard, conn: &Conn, held: &mut Held) ->
     let (data, ctrl) = std::mem::take(&mut held.peers);
     if !shard.barrier(data, ctrl).await {
         return false;
+    }
+    if !held.q2.is_empty() {
+        let mut st = conn.session.state.borrow_mut();
+        for pkid in held.q2.drain(..) {
+            shard.log_q2_routed(&conn.session, &mut st, pkid);
+        }
     }
     conn.out.borrow_mut().extend_from_slice(&held.buf);
     held.buf.clear();
@@ -123,11 +131,7 @@ pub(super) fn handle(shard: &Rc<Shard>, conn: &Rc<Conn>, p: Packet, held: &mut H
                         );
                         return Flow::Violation(reason::RECEIVE_MAXIMUM_EXCEEDED);
                     }
-                    let fresh = st.incoming_qos2(pkid);
-                    if fresh {
-                        shard.log_pkid(&conn.session, &st, PkidRec::Q2In, pkid);
-                    }
-                    fresh
+                    st.incoming_qos2(pkid)
                 }
                 _ => true,
             };
@@ -160,6 +164,12 @@ pub(super) fn handle(shard: &Rc<Shard>, conn: &Rc<Conn>, p: Packet, held: &mut H
                 };
                 match shard.admit_logged(msg) {
                     Ok((msg, _)) => {
+                        if qos == QoS::ExactlyOnce && msg.id != 0 {
+                            // Logged before routing: a retransmission after a crash is then a
+                            // duplicate, and recovery finishes routing what was cut short.
+                            shard.log_q2in(&conn.session, pkid, &msg);
+                            held.q2.push(pkid);
+                        }
                         shard.take_touched();
                         routed = shard.publish(msg);
                         let (d, c) = shard.take_touched();

@@ -16,7 +16,9 @@
 //! | `DROP_FRONT` | the queue's front expired | sid |
 //! | `INFLIGHT` | an in-flight delivery (snapshots) | as `ENQ` + pkid |
 //! | `REL` / `ACK` | QoS 2 past PUBREC / acknowledged (gone) | sid, pkid |
-//! | `Q2IN` / `Q2REL` | an incoming QoS 2 packet id awaiting PUBREL | sid, pkid |
+//! | `Q2IN` / `Q2REL` | an incoming QoS 2 packet id awaiting PUBREL | sid, pkid, message id, routed |
+//! | `Q2ROUTED` | every shard the QoS 2 message went to has logged it | sid, pkid |
+//! | `SEEN` | this shard delivered a QoS 2 message to its subscribers | message id |
 //! | `SNAP_BEGIN` / `SNAP_END` | a snapshot of the shard's whole state | the begin's sequence |
 //!
 //! Only sessions that outlive their connection are logged. A message id is
@@ -42,6 +44,8 @@ pub mod kind {
     pub const Q2REL: u8 = 15;
     pub const SNAP_BEGIN: u8 = 16;
     pub const SNAP_END: u8 = 17;
+    pub const Q2ROUTED: u8 = 18;
+    pub const SEEN: u8 = 19;
 }
 
 /// `SESSION` flag: the session's subscriptions, queue, in-flight window and incoming QoS 2
@@ -139,9 +143,23 @@ pub enum Rec<'a> {
         sid: u64,
         pkid: u16,
     },
+    /// `msg`: the message this publish became; `routed`: every destination shard logged it
+    /// (if not, recovery re-delivers it to the shards with no `SEEN` of it, so the
+    /// publisher's retransmission, now recognised as a duplicate, loses nothing).
     Q2In {
         sid: u64,
         pkid: u16,
+        msg: u64,
+        routed: bool,
+        /// The shards the message was routed to (bit per shard of that run).
+        dests: u64,
+    },
+    Q2Routed {
+        sid: u64,
+        pkid: u16,
+    },
+    Seen {
+        msg: u64,
     },
     Q2Rel {
         sid: u64,
@@ -319,7 +337,15 @@ pub fn decode(kind: u8, body: &[u8]) -> Option<Rec<'_>> {
         kind::Q2IN => Rec::Q2In {
             sid: r.u64()?,
             pkid: r.u16()?,
+            msg: r.u64()?,
+            routed: r.u8()? != 0,
+            dests: r.u64()?,
         },
+        kind::Q2ROUTED => Rec::Q2Routed {
+            sid: r.u64()?,
+            pkid: r.u16()?,
+        },
+        kind::SEEN => Rec::Seen { msg: r.u64()? },
         kind::Q2REL => Rec::Q2Rel {
             sid: r.u64()?,
             pkid: r.u16()?,
@@ -411,9 +437,24 @@ pub fn encode(out: &mut Vec<u8>, rec: &Rec<'_>) -> u8 {
             put_pkid(out, *sid, *pkid);
             kind::ACK
         }
-        Rec::Q2In { sid, pkid } => {
+        Rec::Q2In {
+            sid,
+            pkid,
+            msg,
+            routed,
+            dests,
+        } => {
             put_pkid(out, *sid, *pkid);
+            W(out).u64(*msg).u8(u8::from(*routed)).u64(*dests);
             kind::Q2IN
+        }
+        Rec::Q2Routed { sid, pkid } => {
+            put_pkid(out, *sid, *pkid);
+            kind::Q2ROUTED
+        }
+        Rec::Seen { msg } => {
+            W(out).u64(*msg);
+            kind::SEEN
         }
         Rec::Q2Rel { sid, pkid } => {
             put_pkid(out, *sid, *pkid);
@@ -485,7 +526,15 @@ mod tests {
             },
             Rec::Rel { sid: 1, pkid: 2 },
             Rec::Ack { sid: 1, pkid: 3 },
-            Rec::Q2In { sid: 1, pkid: 4 },
+            Rec::Q2In {
+                sid: 1,
+                pkid: 4,
+                msg: 9,
+                routed: true,
+                dests: 3,
+            },
+            Rec::Q2Routed { sid: 1, pkid: 4 },
+            Rec::Seen { msg: 9 },
             Rec::Q2Rel { sid: 1, pkid: 5 },
             Rec::SnapBegin,
             Rec::SnapEnd { begin: 77 },

@@ -20,7 +20,7 @@
 //!
 //! Runs on the main thread before any shard starts; plain blocking I/O.
 
-use std::collections::{BTreeSet, VecDeque};
+use std::collections::VecDeque;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -98,6 +98,8 @@ pub struct Report {
     pub orphans: usize,
     /// A session restatement cut off by the end of the log (a crash while writing it).
     pub torn_restatements: usize,
+    /// Deliveries of incoming QoS 2 messages whose routing the crash cut short, made now.
+    pub redelivered: usize,
     pub millis: u64,
 }
 
@@ -232,7 +234,8 @@ struct OSession {
     subs: AHashMap<Vec<u8>, (u8, u32)>,
     queue: VecDeque<ODelivery>,
     inflight: Vec<(u16, OFlight)>,
-    q2in: BTreeSet<u16>,
+    /// pkid → (message id, routed, destination shards).
+    q2in: std::collections::BTreeMap<u16, (u64, bool, u64)>,
 }
 
 /// Replayed state of every log of one generation.
@@ -245,6 +248,8 @@ struct Fold {
     retained: AHashMap<Vec<u8>, Publication>,
     /// Order in which sessions were first seen (deterministic placement and logs).
     order: Vec<(usize, u64)>,
+    /// Per old shard: QoS 2 messages it delivered (`SEEN`).
+    seen: AHashMap<usize, ahash::AHashSet<u64>>,
 }
 
 impl Fold {
@@ -451,10 +456,26 @@ impl Fold {
                     s.inflight.retain(|(p, _)| *p != pkid);
                 }
             }
-            Rec::Q2In { sid, pkid } => {
+            Rec::Q2In {
+                sid,
+                pkid,
+                msg,
+                routed,
+                dests,
+            } => {
                 if let Some(s) = self.session(shard, sid, report) {
-                    s.q2in.insert(pkid);
+                    s.q2in.insert(pkid, (msg, routed, dests));
                 }
+            }
+            Rec::Q2Routed { sid, pkid } => {
+                if let Some(s) = self.session(shard, sid, report) {
+                    if let Some(e) = s.q2in.get_mut(&pkid) {
+                        e.1 = true;
+                    }
+                }
+            }
+            Rec::Seen { msg } => {
+                self.seen.entry(shard).or_default().insert(msg);
             }
             Rec::Q2Rel { sid, pkid } => {
                 if let Some(s) = self.session(shard, sid, report) {
@@ -465,8 +486,76 @@ impl Fold {
         }
     }
 
+    /// Finish routing incoming QoS 2 messages whose routing was cut short by the crash: the
+    /// publisher's retransmission will be a recognised duplicate, so a destination shard
+    /// that never delivered the message (no `SEEN`) gets it now — each of its persistent
+    /// sessions that matches the topic and does not hold the message already.
+    fn finish_routing(&mut self, report: &mut Report) {
+        let mut pending: Vec<(u64, u64)> = Vec::new();
+        for s in self.sessions.values() {
+            for (msg, routed, dests) in s.q2in.values() {
+                if !*routed && *msg != 0 {
+                    pending.push((*msg, *dests));
+                }
+            }
+        }
+        for (id, dests) in pending {
+            let Some(m) = self.msgs.get(&id) else {
+                continue;
+            };
+            let (topic, qos, retain) = (m.topic.clone(), m.qos, m.retain);
+            let origin = m.origin.as_bytes().to_vec();
+            for k in crate::route::table::ShardSet(dests).iter() {
+                if self.seen.get(&k).is_some_and(|s| s.contains(&id)) {
+                    continue;
+                }
+                for ((shard, _), s) in self.sessions.iter_mut() {
+                    if *shard != k || holds(s, id) {
+                        continue;
+                    }
+                    let mut best: Option<(u8, bool, Vec<u32>)> = None;
+                    for (filter, (opts, sub_id)) in &s.subs {
+                        let o = opts_from(*opts);
+                        let Ok(f) = std::str::from_utf8(filter) else {
+                            continue;
+                        };
+                        let own = o.no_local && s.client_id == origin;
+                        if f.starts_with(crate::proto::topic::SHARE_PREFIX)
+                            || own
+                            || !crate::proto::topic::matches(f, topic.as_str())
+                        {
+                            continue;
+                        }
+                        let b = best.get_or_insert((0, false, Vec::new()));
+                        b.0 = b.0.max(o.qos as u8);
+                        b.1 |= o.retain_as_published;
+                        if *sub_id != 0 {
+                            b.2.push(*sub_id);
+                        }
+                    }
+                    let Some((granted, rap, sub_ids)) = best else {
+                        continue;
+                    };
+                    let q = granted.min(qos as u8);
+                    if q == 0 {
+                        continue;
+                    }
+                    s.queue.push_back(ODelivery {
+                        msg: id,
+                        qos: q,
+                        retain: rap && retain,
+                        sub_ids,
+                        share: Vec::new(),
+                    });
+                    report.redelivered += 1;
+                }
+            }
+        }
+    }
+
     /// Place sessions (by client id) and retained messages (by topic) on `n` shards.
     fn place(mut self, n: usize, now_wall: u64, report: &mut Report) -> Vec<ShardState> {
+        self.finish_routing(report);
         let mut out: Vec<ShardState> = (0..n).map(|_| ShardState::default()).collect();
         let mut index: Vec<AHashMap<u64, usize>> = vec![AHashMap::new(); n];
         let mut seen: ahash::AHashSet<Vec<u8>> = ahash::AHashSet::new();
@@ -548,7 +637,7 @@ impl Fold {
                 subs,
                 inflight,
                 queue,
-                q2in: s.q2in.iter().copied().collect(),
+                q2in: s.q2in.keys().copied().collect(),
             });
             report.sessions += 1;
         }
@@ -564,6 +653,14 @@ impl Fold {
         report.messages = out.iter().map(|s| s.msgs.len()).sum();
         out
     }
+}
+
+/// Whether session `s` holds message `id` (queued or in flight).
+fn holds(s: &OSession, id: u64) -> bool {
+    s.queue.iter().any(|d| d.msg == id)
+        || s.inflight
+            .iter()
+            .any(|(_, f)| matches!(f, OFlight::Sent(d) if d.msg == id))
 }
 
 /// The subscription options byte of a `SUB` record.

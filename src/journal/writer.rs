@@ -140,6 +140,8 @@ pub struct Journal {
     live: RefCell<Vec<(u64, Weak<Publication>)>>,
     live_prune_at: Cell<usize>,
     pub stats: Stats,
+    /// Flushes left before the injected failure (`RINGMQ_FAULT_FLUSH_FAILS_AFTER`).
+    fault_flushes_left: Cell<Option<u64>>,
 }
 
 /// Settings of one shard's journal.
@@ -218,6 +220,11 @@ impl Journal {
             live: RefCell::default(),
             live_prune_at: Cell::new(1024),
             stats: Stats::default(),
+            fault_flushes_left: Cell::new(
+                std::env::var("RINGMQ_FAULT_FLUSH_FAILS_AFTER")
+                    .ok()
+                    .and_then(|v| v.parse().ok()),
+            ),
         }))
     }
 
@@ -525,17 +532,25 @@ impl Journal {
         let (handles, last_no) = {
             let log = self.log.borrow();
             let from = log.unsynced_from;
-            let hs: Vec<Rc<SyncHandle>> = log
+            let hs: Vec<Option<Rc<SyncHandle>>> = log
                 .segs
                 .iter()
                 .filter(|a| a.seg.no >= from)
-                .filter_map(|a| a.sync.clone())
+                .map(|a| a.sync.clone())
                 .collect();
             (hs, log.segs.back().map_or(from, |a| a.seg.no))
         };
         let t0 = Instant::now();
+        if let Some(e) = self.injected_failure() {
+            self.fail(&e);
+            return Err(Refused::Failed);
+        }
         for h in handles {
-            if let Err(e) = h.fdatasync().await {
+            let r = match h {
+                Some(h) => h.fdatasync().await,
+                None => Err(std::io::Error::other("no flush handle for a segment")),
+            };
+            if let Err(e) = r {
                 self.fail(&e);
                 return Err(Refused::Failed);
             }
@@ -554,6 +569,17 @@ impl Journal {
         }
         self.synced.notify_all();
         Ok(())
+    }
+
+    /// Fault injection for tests of the failure path: with `RINGMQ_FAULT_FLUSH_FAILS_AFTER=N`
+    /// in the environment, flushes after the first N fail (as a disk error would).
+    fn injected_failure(&self) -> Option<std::io::Error> {
+        let left = self.fault_flushes_left.get()?;
+        if left == 0 {
+            return Some(std::io::Error::other("injected flush failure"));
+        }
+        self.fault_flushes_left.set(Some(left - 1));
+        None
     }
 
     fn fail(&self, e: &std::io::Error) {

@@ -11,7 +11,7 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Instant;
 
-use ahash::{AHashMap, AHashSet};
+use ahash::AHashMap;
 use bytes::Bytes;
 
 use crate::proto::{PacketId, Properties, QoS, SubOptions, Utf8Bytes};
@@ -219,8 +219,10 @@ pub struct Session {
     queued_qos0: usize,
     inflight: VecDeque<(PacketId, Inflight)>,
     next_pkid: PacketId,
-    /// Allocated on the first incoming QoS 2 message (most sessions never see one).
-    incoming_qos2: Option<Box<AHashSet<PacketId>>>,
+    /// Incoming QoS 2 packet ids awaiting PUBREL → (logged message id, whether every shard
+    /// it went to has logged it). Allocated on the first incoming QoS 2 message (most
+    /// sessions never see one).
+    incoming_qos2: Option<Box<AHashMap<PacketId, (u64, bool)>>>,
     limits: Limits,
 }
 
@@ -496,14 +498,24 @@ impl Session {
         self.queue.iter()
     }
 
-    /// Incoming QoS 2 packet ids awaiting PUBREL.
-    pub fn incoming_qos2_ids(&self) -> Vec<PacketId> {
-        let mut v: Vec<PacketId> = self
-            .incoming_qos2
-            .as_ref()
-            .map_or_else(Vec::new, |s| s.iter().copied().collect());
+    /// Incoming QoS 2 packet ids awaiting PUBREL, with their message id and routed flag.
+    pub fn incoming_qos2_entries(&self) -> Vec<(PacketId, u64, bool)> {
+        let mut v: Vec<(PacketId, u64, bool)> =
+            self.incoming_qos2.as_ref().map_or_else(Vec::new, |s| {
+                s.iter().map(|(p, (m, r))| (*p, *m, *r)).collect()
+            });
         v.sort_unstable();
         v
+    }
+
+    /// Record the logged message id of incoming QoS 2 `pkid` (or that it is routed).
+    pub fn note_incoming(&mut self, pkid: PacketId, msg: Option<u64>, routed: bool) {
+        if let Some(e) = self.incoming_qos2.as_mut().and_then(|s| s.get_mut(&pkid)) {
+            if let Some(m) = msg {
+                e.0 = m;
+            }
+            e.1 |= routed;
+        }
     }
 
     /// Put back an in-flight message at recovery (`None`: a QoS 2 flow past PUBREC). Ids
@@ -523,9 +535,12 @@ impl Session {
     /// An incoming QoS 2 PUBLISH. Returns true the first time this id is seen (deliver it),
     /// false for a retransmission before PUBREL (acknowledge again, do not deliver).
     pub fn incoming_qos2(&mut self, pkid: PacketId) -> bool {
-        self.incoming_qos2
-            .get_or_insert_with(Box::default)
-            .insert(pkid)
+        let set = self.incoming_qos2.get_or_insert_with(Box::default);
+        if set.contains_key(&pkid) {
+            return false;
+        }
+        set.insert(pkid, (0, false));
+        true
     }
 
     /// PUBREL from the client: forget the id (PUBCOMP is sent either way).
@@ -533,7 +548,7 @@ impl Session {
         let Some(set) = self.incoming_qos2.as_mut() else {
             return false;
         };
-        let known = set.remove(&pkid);
+        let known = set.remove(&pkid).is_some();
         if set.is_empty() {
             self.incoming_qos2 = None;
         }

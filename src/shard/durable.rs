@@ -35,11 +35,13 @@ pub enum PkidRec {
     Rel,
     /// Acknowledged, completed or discarded: the in-flight entry is gone.
     Ack,
-    /// Incoming QoS 2 id recorded (PUBREC owed until PUBREL).
-    Q2In,
     /// PUBREL received for an incoming QoS 2 id.
     Q2Rel,
 }
+
+/// QoS 2 message ids a shard restates in each snapshot (`SEEN`): far more than can be in
+/// the middle of being routed at any moment.
+const RECENT_SEEN: usize = 4096;
 
 fn delivery_rec<'a>(sid: u64, d: &'a Delivery) -> DeliveryRec<'a> {
     DeliveryRec {
@@ -183,8 +185,15 @@ impl Shard {
         for d in st.queued_entries().filter(|d| d.logged()) {
             ok &= j.append(&Rec::Enq(delivery_rec(sid, d))).is_ok();
         }
-        for pkid in st.incoming_qos2_ids() {
-            ok &= j.append(&Rec::Q2In { sid, pkid }).is_ok();
+        for (pkid, msg, routed) in st.incoming_qos2_entries() {
+            let rec = Rec::Q2In {
+                sid,
+                pkid,
+                msg,
+                routed,
+                dests: 0,
+            };
+            ok &= j.append(&rec).is_ok();
         }
         cell.log_broken.set(!ok);
     }
@@ -292,10 +301,53 @@ impl Shard {
             PkidRec::Send => Rec::Send { sid, pkid },
             PkidRec::Rel => Rec::Rel { sid, pkid },
             PkidRec::Ack => Rec::Ack { sid, pkid },
-            PkidRec::Q2In => Rec::Q2In { sid, pkid },
             PkidRec::Q2Rel => Rec::Q2Rel { sid, pkid },
         };
         self.log_for(cell, st, &rec);
+    }
+
+    /// An incoming QoS 2 publish was logged as `msg` and is about to be routed.
+    pub fn log_q2in(&self, cell: &SessionCell, pkid: PacketId, msg: &Publication) {
+        let mut st = cell.state.borrow_mut();
+        st.note_incoming(pkid, Some(msg.id), false);
+        let dests = self.routes.borrow().destinations(&msg.topic);
+        self.log_for(
+            cell,
+            &st,
+            &Rec::Q2In {
+                sid: cell.key.0,
+                pkid,
+                msg: msg.id,
+                routed: false,
+                dests: dests.0,
+            },
+        );
+    }
+
+    /// Every shard an incoming QoS 2 publish went to has logged it.
+    pub fn log_q2_routed(&self, cell: &SessionCell, st: &mut Session, pkid: PacketId) {
+        st.note_incoming(pkid, None, true);
+        self.log_for(
+            cell,
+            st,
+            &Rec::Q2Routed {
+                sid: cell.key.0,
+                pkid,
+            },
+        );
+    }
+
+    /// This shard delivered QoS 2 message `id` to its subscribers (recovery re-delivers
+    /// an unconfirmed QoS 2 message only on shards without this record). The latest ids
+    /// are restated by every snapshot.
+    pub fn log_seen(&self, id: u64) {
+        let Some(j) = self.journal() else { return };
+        let _ = j.append(&Rec::Seen { msg: id });
+        let mut seen = self.recent_seen.borrow_mut();
+        if seen.len() >= RECENT_SEEN {
+            seen.pop_front();
+        }
+        seen.push_back(id);
     }
 
     /// `n` logged deliveries left the front of the queue unsent (expired).
@@ -386,8 +438,10 @@ impl Shard {
                         }
                     }
                 }
+                // Recovery finished routing these: routed, and their old ids are gone.
                 for pkid in &s.q2in {
                     state.incoming_qos2(*pkid);
+                    state.note_incoming(*pkid, None, true);
                 }
             }
             for (filter, opts, id) in s.subs {
@@ -432,6 +486,10 @@ impl Shard {
         for cell in cells.iter().filter(|c| c.logged.get()) {
             let st = cell.state.borrow();
             self.log_state(cell, &st);
+        }
+        let seen: Vec<u64> = self.recent_seen.borrow().iter().copied().collect();
+        for msg in seen {
+            let _ = j.append(&Rec::Seen { msg });
         }
         let retained: Vec<Arc<Publication>> = self.retained.borrow().iter().cloned().collect();
         for m in retained {

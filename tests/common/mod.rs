@@ -98,6 +98,16 @@ impl Broker {
         if !has_shards {
             cmd.arg("--shards").arg("1");
         }
+        // Tests that are not about durability log in `process` mode with the smallest
+        // segments the default packet size allows: no zero-filled, flushed 64 MiB segments
+        // for each of the hundreds of brokers the suite starts. (The durability tests pick
+        // their modes; the default `batch` is covered there.)
+        if !args.contains(&"--durability") {
+            cmd.args(["--durability", "process"]);
+        }
+        if !args.contains(&"--segment-size") && !args.contains(&"--max-packet-size") {
+            cmd.args(["--segment-size", "33619968"]);
+        }
         cmd.args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
