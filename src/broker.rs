@@ -318,6 +318,14 @@ fn wait_phase(
 fn recover_journal(cfg: &Config) -> Result<Option<crate::journal::recover::Recovery>, StartError> {
     if cfg.durability == crate::journal::Mode::None {
         tracing::info!("durability none: the journal is neither read nor written");
+        let old = cfg.data_dir.join("journal");
+        if old.exists() {
+            tracing::warn!(
+                "durability none: the journal in {} is ignored; it is recovered again if \
+                 durability is turned back on (delete it to start afresh)",
+                old.display()
+            );
+        }
         return Ok(None);
     }
     let wall = crate::journal::writer::wall_ms();
