@@ -83,7 +83,6 @@ pub struct Stats {
     pub segment_waits: Cell<u64>,
     pub segments_made: Cell<u64>,
     pub segments_retired: Cell<u64>,
-    pub refused_full: Cell<u64>,
     pub lost: Cell<u64>,
     pub snapshots: Cell<u64>,
 }
@@ -235,10 +234,6 @@ impl Journal {
 
     pub fn is_full(&self) -> bool {
         self.full.get()
-    }
-
-    pub fn is_failed(&self) -> bool {
-        self.failed.get()
     }
 
     /// Sequence of the last record appended.
@@ -639,11 +634,6 @@ impl Journal {
                 return;
             }
         }
-    }
-
-    /// Bytes of the segments currently on disk for this shard.
-    pub fn disk_bytes(&self) -> u64 {
-        self.log.borrow().segs.len() as u64 * self.seg_size as u64
     }
 }
 
