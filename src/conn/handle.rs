@@ -163,7 +163,7 @@ pub(super) fn handle(shard: &Rc<Shard>, conn: &Rc<Conn>, p: Packet, held: &mut H
                     id: 0,
                 };
                 match shard.admit_logged(msg) {
-                    Ok((msg, _)) => {
+                    Ok(msg) => {
                         if qos == QoS::ExactlyOnce && msg.id != 0 {
                             // Logged before routing: a retransmission after a crash is then a
                             // duplicate, and recovery finishes routing what was cut short.
@@ -176,7 +176,9 @@ pub(super) fn handle(shard: &Rc<Shard>, conn: &Rc<Conn>, p: Packet, held: &mut H
                         held.peers.0 .0 |= d.0;
                         held.peers.1 .0 |= c.0;
                     }
-                    Err(refused) => return refuse_unlogged(shard, conn, held, qos, pkid, refused),
+                    Err((refused, _)) => {
+                        return refuse_unlogged(shard, conn, held, qos, pkid, refused)
+                    }
                 }
             }
             let mut a = ack(pkid);

@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 
-use super::body::{self, kind, MsgRec, Rec};
+use super::body::{self, kind, Rec};
 use super::record::{self, Meta};
 use super::segment::{Maker, Segment};
 use crate::proto::{encode_publish, ProtocolVersion};
@@ -275,10 +275,27 @@ impl Journal {
     /// new message: its id becomes this record's. Returns the message id.
     pub fn append_msg(&self, retain_rec: bool, id: u64, p: &MsgParts<'_>) -> Result<u64, Refused> {
         let mut log = self.log.borrow_mut();
-        let mut packet = std::mem::take(&mut log.packet);
-        packet.clear();
+        let id = if id == 0 {
+            body::msg_id(self.shard, self.seq.get() + 1)
+        } else {
+            id
+        };
+        // The body (`body::put_msg` layout) is built in one buffer: the metadata, then the
+        // PUBLISH encoded straight after its length slot, which is filled in afterwards —
+        // the payload is copied once here and once into the mapping.
+        let mut buf = std::mem::take(&mut log.packet);
+        buf.clear();
+        {
+            use bytes::BufMut;
+            buf.put_u64_le(id);
+            buf.put_u64_le(p.expiry_ms);
+            buf.put_u32_le(p.origin.len() as u32);
+            buf.put_slice(p.origin);
+            buf.put_u32_le(0);
+        }
+        let head = buf.len();
         let encoded = encode_publish(
-            &mut packet,
+            &mut buf,
             ProtocolVersion::V5,
             p.topic,
             p.payload,
@@ -291,27 +308,14 @@ impl Journal {
         if encoded.is_err() {
             // Decoded from a client or made by the broker within the same limits: a bug.
             tracing::error!("journal: cannot encode a message for the log");
-            log.packet = packet;
+            log.packet = buf;
             return Err(Refused::Failed);
         }
-        let id = if id == 0 {
-            body::msg_id(self.shard, self.seq.get() + 1)
-        } else {
-            id
-        };
-        let m = MsgRec {
-            id,
-            expiry_ms: p.expiry_ms,
-            origin: p.origin,
-            publish: &packet,
-        };
-        let mut scratch = std::mem::take(&mut log.scratch);
-        scratch.clear();
-        body::put_msg(&mut scratch, &m);
+        let len = (buf.len() - head) as u32;
+        buf[head - 4..head].copy_from_slice(&len.to_le_bytes());
         let k = if retain_rec { kind::RETAIN } else { kind::MSG };
-        let r = self.append_raw(&mut log, k, 0, &scratch);
-        log.scratch = scratch;
-        log.packet = packet;
+        let r = self.append_raw(&mut log, k, 0, &buf);
+        log.packet = buf;
         r.map(|_| id)
     }
 

@@ -60,47 +60,50 @@ impl Shard {
         self.journal.as_ref()
     }
 
-    /// Log a client's publish before it is routed (QoS ≥ 1 only). Returns the message to
-    /// route and the sequence its acknowledgement waits for (0: nothing to wait for).
-    /// `Err(Full)`: the disk is full, refuse the publish; `Err(Failed)`: the log failed.
-    pub fn admit_logged(&self, p: Publication) -> Result<(Arc<Publication>, u64), Refused> {
+    /// Log a publish before it is routed (QoS ≥ 1 only; the acknowledgement then waits
+    /// for the log). `Err(Full)`: the disk is full (while it is, new messages are refused
+    /// even if the current segment still has room: that room is for the deliveries of
+    /// messages already taken); `Err(Failed)`: the log failed. The message comes back with
+    /// the error (unlogged).
+    pub fn admit_logged(
+        &self,
+        p: Publication,
+    ) -> Result<Arc<Publication>, (Refused, Arc<Publication>)> {
         let j = match self.journal() {
             Some(j) if p.qos != QoS::AtMostOnce => j,
-            _ => return Ok((Arc::new(p), 0)),
+            _ => return Ok(Arc::new(p)),
         };
-        if j.is_full() {
-            Metrics::inc(&self.metrics.publishes_refused_disk_full);
-            return Err(Refused::Full);
-        }
-        let id = match j.append_msg(false, 0, &MsgParts::of(&p)) {
-            Ok(id) => id,
+        let logged = if j.is_full() {
+            Err(Refused::Full)
+        } else {
+            j.append_msg(false, 0, &MsgParts::of(&p))
+        };
+        match logged {
+            Ok(id) => {
+                let mut p = p;
+                p.id = id;
+                let msg = Arc::new(p);
+                j.track(id, &msg);
+                Ok(msg)
+            }
             Err(e) => {
                 if e == Refused::Full {
                     Metrics::inc(&self.metrics.publishes_refused_disk_full);
                 }
-                return Err(e);
+                Err((e, Arc::new(p)))
             }
-        };
-        let mut p = p;
-        p.id = id;
-        let msg = Arc::new(p);
-        j.track(id, &msg);
-        Ok((msg, j.last_seq()))
+        }
     }
 
     /// A message the broker publishes itself (a will): logged if possible, routed anyway.
     pub fn broker_publication(&self, p: Publication) -> Arc<Publication> {
-        let qos = p.qos;
-        match self.admit_logged(p.clone()) {
-            Ok((m, _)) => m,
-            Err(_) => {
-                tracing::warn!(
-                    qos = qos as u8,
-                    "journal: a will is published without being logged"
-                );
-                Arc::new(p)
-            }
-        }
+        self.admit_logged(p).unwrap_or_else(|(_, p)| {
+            tracing::warn!(
+                qos = p.qos as u8,
+                "journal: a will is published without being logged"
+            );
+            p
+        })
     }
 
     /// Append a record about `cell` if it is logged; restate the session first if an

@@ -151,6 +151,23 @@ impl Log {
         );
     }
 
+    /// A snapshot's body: every message still referenced (queued, in flight, or held by
+    /// the broker) copied with its id, then the session restated.
+    fn copy_forward(&mut self, m: &Model) {
+        let live: BTreeSet<u64> = m
+            .queue
+            .iter()
+            .copied()
+            .chain(m.inflight.iter().filter_map(|(_, n)| *n))
+            .chain(self.held.iter().copied())
+            .collect();
+        for n in live {
+            let id = self.id_of(n);
+            self.put_msg(n, id);
+        }
+        self.restate(m);
+    }
+
     /// The session's whole state, as `Shard::log_state` writes it.
     fn restate(&mut self, m: &Model) {
         let n = m.subs.len() + m.inflight.len() + m.queue.len() + m.q2in.len();
@@ -303,18 +320,7 @@ fn step(log: &mut Log, m: &mut Model, op: &Op) {
             log.segs.push(Vec::new());
             let begin = log.seq + 1;
             log.put(&Rec::SnapBegin, 0);
-            let live: BTreeSet<u64> = m
-                .queue
-                .iter()
-                .copied()
-                .chain(m.inflight.iter().filter_map(|(_, n)| *n))
-                .chain(log.held.iter().copied())
-                .collect();
-            for n in live {
-                let id = log.id_of(n);
-                log.put_msg(n, id);
-            }
-            log.restate(m);
+            log.copy_forward(m);
             log.put(&Rec::SnapEnd { begin }, 0);
             log.snap_begin = Some(begin);
         }
@@ -329,17 +335,7 @@ fn step(log: &mut Log, m: &mut Model, op: &Op) {
             log.segs = vec![Vec::new()];
             log.put(&Rec::SnapBegin, 0);
             let begin = log.seq;
-            let live: BTreeSet<u64> = m
-                .queue
-                .iter()
-                .copied()
-                .chain(m.inflight.iter().filter_map(|(_, n)| *n))
-                .collect();
-            for n in live {
-                let id = log.id_of(n);
-                log.put_msg(n, id);
-            }
-            log.restate(m);
+            log.copy_forward(m);
             log.put(&Rec::SnapEnd { begin }, 0);
         }
     }
