@@ -94,6 +94,10 @@ pub struct Conn {
     /// Enhanced authentication (method, identity, a re-authentication in progress); `None`
     /// for connections that did not use it.
     auth: RefCell<Option<Box<ConnAuth>>>,
+    /// Who the client is for authorization: the CONNECT user name once authentication
+    /// accepted it (the SCRAM identity, or the TLS client certificate's name when the
+    /// listener takes the user name from it); `None` for anonymous clients.
+    user: Option<Utf8Bytes>,
     pub session: Rc<SessionCell>,
     /// What a 5.0 client negotiated (topic aliases, its maximum packet size...).
     v5: Option<Box<v5::V5>>,
@@ -169,6 +173,11 @@ impl Conn {
             self.writer_wake.notify();
             self.reader_wake.notify();
         }
+    }
+
+    /// The authenticated user name (see the field); `None` when anonymous.
+    pub fn user(&self) -> Option<&str> {
+        self.user.as_deref()
     }
 
     pub fn is_parked(&self) -> bool {
@@ -431,6 +440,8 @@ struct Hello {
     /// The CONNECT properties (5.0 only).
     props: Option<Box<crate::proto::Properties>>,
     auth: Option<Box<ConnAuth>>,
+    /// The user name authentication accepted.
+    user: Option<Utf8Bytes>,
 }
 
 impl From<Box<Connect>> for Hello {
@@ -439,6 +450,8 @@ impl From<Box<Connect>> for Hello {
         let v5 = c.protocol.is_v5();
         Hello {
             auth: conn_auth(&mut c),
+            // A compact copy, as for the client id.
+            user: c.username.as_deref().map(Utf8Bytes::from),
             version: c.protocol,
             clean_start: c.clean_start,
             keep_alive: c.keep_alive,
@@ -461,6 +474,7 @@ async fn serve(shard: Rc<Shard>, io: Rc<Io>, hello: Hello, rest: BytesMut) {
         assigned,
         props,
         mut auth,
+        user,
     } = hello;
     let cfg = &shard.cfg;
     let asked_ka = keep_alive;
@@ -497,6 +511,7 @@ async fn serve(shard: Rc<Shard>, io: Rc<Io>, hello: Hello, rest: BytesMut) {
         last_seen: Cell::new(shard.now()),
         will: RefCell::new(will),
         auth: RefCell::new(None),
+        user,
         session: cell.clone(),
         v5: version
             .is_v5()
