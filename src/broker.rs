@@ -13,10 +13,13 @@ use glommio::{CpuSet, LocalExecutorPoolBuilder, PoolPlacement};
 
 use crate::auth::Registry;
 use crate::config::Config;
+use crate::listener::Listener;
 use crate::rt::mesh::{join, new_mesh, Outbox};
 use crate::rt::net::{adopt_listener, bound_socket, listener_socket};
 use crate::shard::{watch_shutdown, Global, Shard};
 
+/// The accept queue's share of a busy shard (the main queue has glommio's default, 1000).
+const ACCEPT_SHARES: usize = 100;
 /// Capacity of each SPSC ring (in batches).
 const MESH_RING: usize = 1024;
 /// glommio refuses to start an executor below this memlock limit.
@@ -42,6 +45,12 @@ pub enum StartError {
     Listen {
         addr: SocketAddr,
         source: std::io::Error,
+    },
+    /// A TLS listener's certificate, key or client CA is unusable.
+    #[error("TLS listener {addr}: {source}")]
+    Tls {
+        addr: SocketAddr,
+        source: crate::tls::TlsError,
     },
     /// The enhanced-authentication credentials could not be loaded.
     #[error("{0}")]
@@ -185,9 +194,9 @@ fn placement(cfg: &Config) -> Result<(PoolPlacement, String), StartError> {
     Ok((PoolPlacement::Custom(sets), map))
 }
 
-/// Run the broker until SIGTERM/SIGINT. `on_ready` is called with the bound address once
-/// every shard is accepting.
-pub fn run(cfg: Config, on_ready: impl FnOnce(SocketAddr)) -> Result<(), StartError> {
+/// Run the broker until SIGTERM/SIGINT. `on_ready` is called with the listeners (bound
+/// addresses resolved) once every shard is accepting on all of them.
+pub fn run(cfg: Config, on_ready: impl FnOnce(&[Arc<Listener>])) -> Result<(), StartError> {
     check_limits(&cfg)?;
     let _lock = lock_data_dir(&cfg.data_dir)?;
     let recovery = recover_journal(&cfg)?;
@@ -207,22 +216,36 @@ pub fn run(cfg: Config, on_ready: impl FnOnce(SocketAddr)) -> Result<(), StartEr
         }
     }
     let auth = Arc::new(Registry::from_config(cfg.auth_scram_file.as_deref())?);
-    let global = Arc::new(Global::default());
-    install_signals(global.clone());
-
     // Resolve port 0 once so every shard binds the same port: bind (no listen) a
     // reuseport socket to learn the port, keep it until the shards are listening.
-    let probe = bound_socket(cfg.listen).map_err(|source| StartError::Listen {
-        addr: cfg.listen,
-        source,
-    })?;
-    let addr = probe
-        .local_addr()
-        .ok()
-        .and_then(|a| a.as_socket())
-        .unwrap_or(cfg.listen);
-    let mut cfg = cfg;
-    cfg.listen = addr;
+    let mut probes = Vec::new();
+    let mut listeners = Vec::new();
+    for (i, lc) in cfg.listener_configs().iter().enumerate() {
+        let probe = bound_socket(lc.bind).map_err(|source| StartError::Listen {
+            addr: lc.bind,
+            source,
+        })?;
+        let addr = probe
+            .local_addr()
+            .ok()
+            .and_then(|a| a.as_socket())
+            .unwrap_or(lc.bind);
+        let l = Listener::new(
+            i as u8,
+            lc,
+            addr,
+            cfg.max_connection_rate,
+            cfg.max_connection_rate_per_ip,
+        )
+        .map_err(|source| StartError::Tls { addr, source })?;
+        probes.push(probe);
+        listeners.push(Arc::new(l));
+    }
+    let global = Arc::new(Global {
+        listeners: listeners.clone(),
+        ..Global::default()
+    });
+    install_signals(global.clone());
     let cfg = Arc::new(cfg);
 
     let (placement, map) = placement(&cfg)?;
@@ -275,8 +298,8 @@ pub fn run(cfg: Config, on_ready: impl FnOnce(SocketAddr)) -> Result<(), StartEr
         p.go.store(true, Ordering::Release);
     }
     wait_phase(&ready_rx, cfg.shards, Phase::Listening, 30, &global)?;
-    drop(probe);
-    on_ready(addr);
+    drop(probes);
+    on_ready(&listeners);
 
     for r in handles.join_all() {
         match r {
@@ -414,15 +437,33 @@ async fn shard_main(
         }
     }
 
-    let sk = listener_socket(cfg.listen, cfg.listen_backlog)
-        .map_err(|e| format!("shard {}: cannot listen on {}: {e}", shard.id, cfg.listen))?;
-    let listener = adopt_listener(sk);
-    tracing::info!(shard = shard.id, addr = %cfg.listen, "accepting");
-    let accept = glommio::spawn_local(crate::conn::accept_loop(shard.clone(), listener));
+    // Accepting and handshakes (TLS included) run in a task queue with a small share: when
+    // the shard is busy, a connection flood gets a tenth of it and established clients keep
+    // the rest.
+    let accept_queue = glommio::executor().create_task_queue(
+        glommio::Shares::Static(ACCEPT_SHARES),
+        glommio::Latency::NotImportant,
+        "accept",
+    );
+    let mut accepts = Vec::new();
+    for l in &shard.global.listeners {
+        let sk = listener_socket(l.addr, cfg.listen_backlog)
+            .map_err(|e| format!("shard {}: cannot listen on {}: {e}", shard.id, l.addr))?;
+        let listener = adopt_listener(sk);
+        tracing::info!(shard = shard.id, listener = %l.name, addr = %l.addr, "accepting");
+        let task = glommio::spawn_local_into(
+            crate::conn::accept_loop(shard.clone(), listener, l.clone()),
+            accept_queue,
+        )
+        .map_err(|e| format!("shard {}: cannot start accepting: {e}", shard.id))?;
+        accepts.push(task);
+    }
     let _ = ready.send(Ok(Phase::Listening));
 
     watch_shutdown(shard.clone()).await;
-    accept.await;
+    for a in accepts {
+        a.await;
+    }
     // Close every client, give writers a moment to flush, then stop.
     let conns: Vec<_> = shard.conns.borrow().values().cloned().collect();
     for c in conns {

@@ -7,6 +7,8 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use clap::Parser;
+
+use crate::listener::ListenerConfig;
 use serde::Deserialize;
 
 /// Command-line flags. Each flag also exists as a TOML key (snake_case) in `--config FILE`;
@@ -21,9 +23,37 @@ pub struct Cli {
     /// TOML configuration file.
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
-    /// TCP listen address [default: 0.0.0.0:1883]. Port 0 picks a free port (printed on stdout).
+    /// Plain MQTT listen address, or "off" [default: 0.0.0.0:1883]. Port 0 picks a free port
+    /// (printed on stdout). More listeners: `--tls-listen`, `[[listeners]]` in the file.
+    #[arg(long, value_name = "ADDR:PORT|off")]
+    pub listen: Option<Listen>,
+    /// A TLS listener on this address (with `--tls-cert` and `--tls-key`) [default: none].
     #[arg(long, value_name = "ADDR:PORT")]
-    pub listen: Option<SocketAddr>,
+    pub tls_listen: Option<SocketAddr>,
+    /// PEM certificate chain (leaf first) of the `--tls-listen` listener.
+    #[arg(long, value_name = "FILE")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of `--tls-cert`.
+    #[arg(long, value_name = "FILE")]
+    pub tls_key: Option<PathBuf>,
+    /// PEM CA certificates that sign client certificates: mutual TLS on `--tls-listen`.
+    #[arg(long, value_name = "FILE")]
+    pub tls_client_ca: Option<PathBuf>,
+    /// With `--tls-client-ca`: refuse clients without a certificate [default: true].
+    #[arg(long, value_name = "BOOL")]
+    pub tls_require_client_cert: Option<bool>,
+    /// Take the MQTT user name from the client certificate's CN or first SAN (mutual TLS)
+    /// [default: off].
+    #[arg(long, value_name = "cn|san")]
+    pub tls_username_from: Option<crate::tls::CertName>,
+    /// New connections per second per listener (token bucket of one second's worth; beyond it
+    /// accepting pauses and clients wait in the backlog); 0 = unlimited [default: 0].
+    #[arg(long, value_name = "N")]
+    pub max_connection_rate: Option<f64>,
+    /// New connections per second from one source address per listener (beyond it they are
+    /// closed at once); 0 = unlimited [default: 0].
+    #[arg(long, value_name = "N")]
+    pub max_connection_rate_per_ip: Option<f64>,
     /// Number of shards (one executor thread per shard) [default: online CPUs].
     #[arg(long, value_name = "N")]
     pub shards: Option<usize>,
@@ -135,7 +165,17 @@ pub struct Cli {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
-    pub listen: SocketAddr,
+    pub listen: Listen,
+    pub tls_listen: Option<SocketAddr>,
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    pub tls_client_ca: Option<PathBuf>,
+    pub tls_require_client_cert: Option<bool>,
+    pub tls_username_from: Option<crate::tls::CertName>,
+    /// More listeners (`[[listeners]]`), each with its own settings.
+    pub listeners: Vec<ListenerConfig>,
+    pub max_connection_rate: f64,
+    pub max_connection_rate_per_ip: f64,
     pub shards: usize,
     pub cpus: Option<String>,
     pub data_dir: PathBuf,
@@ -166,13 +206,50 @@ pub struct Config {
     pub compact_bytes: u64,
 }
 
+/// The plain listener's address, or off.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "String")]
+pub enum Listen {
+    Off,
+    Addr(SocketAddr),
+}
+
+impl std::str::FromStr for Listen {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Listen, String> {
+        match s {
+            "off" | "none" => Ok(Listen::Off),
+            _ => s
+                .parse()
+                .map(Listen::Addr)
+                .map_err(|e| format!("{s:?}: {e} (expected ADDR:PORT or off)")),
+        }
+    }
+}
+
+impl TryFrom<String> for Listen {
+    type Error = String;
+    fn try_from(s: String) -> Result<Listen, String> {
+        s.parse()
+    }
+}
+
 /// MQTT's largest encodable packet (remaining length 268,435,455 plus a 5-byte header).
 pub const PROTOCOL_MAX_PACKET: usize = 268_435_455 + 5;
 
 impl Default for Config {
     fn default() -> Self {
         Config {
-            listen: SocketAddr::from(([0, 0, 0, 0], 1883)),
+            listen: Listen::Addr(SocketAddr::from(([0, 0, 0, 0], 1883))),
+            tls_listen: None,
+            tls_cert: None,
+            tls_key: None,
+            tls_client_ca: None,
+            tls_require_client_cert: None,
+            tls_username_from: None,
+            listeners: Vec::new(),
+            max_connection_rate: 0.0,
+            max_connection_rate_per_ip: 0.0,
             shards: std::thread::available_parallelism()
                 .map(|n| n.get())
                 .unwrap_or(1),
@@ -248,6 +325,8 @@ impl Config {
         }
         over!(
             listen,
+            max_connection_rate,
+            max_connection_rate_per_ip,
             shards,
             data_dir,
             log_level,
@@ -279,6 +358,17 @@ impl Config {
         if cli.cpus.is_some() {
             cfg.cpus = cli.cpus.clone();
         }
+        macro_rules! some {
+            ($($f:ident),*) => { $( if cli.$f.is_some() { cfg.$f = cli.$f.clone(); } )* };
+        }
+        some!(
+            tls_listen,
+            tls_cert,
+            tls_key,
+            tls_client_ca,
+            tls_require_client_cert,
+            tls_username_from
+        );
         cfg.validate()?;
         Ok(cfg)
     }
@@ -334,6 +424,39 @@ impl Config {
         if self.sync_interval_us > 1_000_000 {
             return bad("sync_interval_us", "must be at most 1000000 (1 s)");
         }
+        if self.tls_listen.is_some() && (self.tls_cert.is_none() || self.tls_key.is_none()) {
+            return bad("tls_listen", "needs tls_cert and tls_key");
+        }
+        let listeners = self.listener_configs();
+        if listeners.is_empty() {
+            return bad(
+                "listen",
+                "no listener: listen is off and no other listener is set",
+            );
+        }
+        if listeners.len() > 64 {
+            return bad("listeners", "at most 64 listeners");
+        }
+        for l in &listeners {
+            if let Err(why) = l.tls() {
+                return Err(ConfigError::Invalid {
+                    key: "listeners",
+                    why: format!("listener {}: {why}", l.bind),
+                });
+            }
+            let rates = [l.connection_rate, l.connection_rate_per_ip];
+            if rates.iter().flatten().any(|r| !r.is_finite() || *r < 0.0) {
+                return bad("listeners", "connection rates must be >= 0");
+            }
+        }
+        for r in [self.max_connection_rate, self.max_connection_rate_per_ip] {
+            if !r.is_finite() || r < 0.0 {
+                return bad("max_connection_rate", "must be >= 0");
+            }
+        }
+        if self.tls_listen.is_none() && (self.tls_cert.is_some() || self.tls_key.is_some()) {
+            return bad("tls_listen", "tls_cert / tls_key given without tls_listen");
+        }
         if self.listen_backlog <= 0 {
             return bad("listen_backlog", "must be positive");
         }
@@ -346,6 +469,26 @@ impl Config {
             }
         }
         Ok(())
+    }
+
+    /// Every listener: the plain `listen` (unless off), the `tls_listen` one, then
+    /// `[[listeners]]`, in that order.
+    pub fn listener_configs(&self) -> Vec<ListenerConfig> {
+        let mut v = Vec::new();
+        if let Listen::Addr(a) = self.listen {
+            v.push(ListenerConfig::plain(a));
+        }
+        if let Some(a) = self.tls_listen {
+            let mut l = ListenerConfig::plain(a);
+            l.tls_cert = self.tls_cert.clone();
+            l.tls_key = self.tls_key.clone();
+            l.tls_client_ca = self.tls_client_ca.clone();
+            l.tls_require_client_cert = self.tls_require_client_cert;
+            l.tls_username_from = self.tls_username_from;
+            v.push(l);
+        }
+        v.extend(self.listeners.iter().cloned());
+        v
     }
 
     /// The `cpus` list parsed; empty when unset.

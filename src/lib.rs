@@ -11,6 +11,8 @@
 //! | [`expiry`] | session lifetimes after their connection, session expiry, delayed wills | one shard |
 //! | [`journal`] | the durable log: record framing, segments, the writer with group commit, snapshots, recovery | one shard (recovery: the main thread before shards start) |
 //! | [`pressure`] | publisher flow control: congested subscribers pause their publishers, slow consumers | one shard |
+//! | [`listener`] | listener settings (plain/TLS, per-listener limits) and connection admission: counts, accept rate, per-address rate | built at start, shared by every shard; each accept loop owns its rate bucket |
+//! | [`tls`] | TLS settings → rustls server config (PEM files, mutual TLS), user name from a client certificate | built at start, shared read-only; a connection's record layer is `rt::tls` |
 //! | [`auth`] | MQTT 5 enhanced authentication: method trait, registry, SCRAM-SHA-256 (sans-IO) | registry built at start, shared read-only by every shard; an exchange per connection |
 //! | [`rt`] | the only glommio-facing code: sockets, mesh outboxes, notify primitives, the parking lot for idle sockets | per shard |
 //! | [`metrics`] | per-shard counters (every enforced limit is counted) | one shard |
@@ -30,6 +32,7 @@ pub mod config;
 pub mod conn;
 pub mod expiry;
 pub mod journal;
+pub mod listener;
 pub mod metrics;
 pub mod pressure;
 pub mod proto;
@@ -37,3 +40,4 @@ pub mod route;
 pub mod rt;
 pub mod session;
 pub mod shard;
+pub mod tls;

@@ -21,8 +21,12 @@ fn main() {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     tracing::info!(version = env!("CARGO_PKG_VERSION"), "ringmq starting");
-    let result = broker::run(cfg, |addr| {
-        println!("ringmq listening on {addr}");
+    let result = broker::run(cfg, |listeners| {
+        // One line per listener; tests and scripts read the address from the first.
+        for l in listeners {
+            let kind = if l.is_tls() { " (tls)" } else { "" };
+            println!("ringmq listening on {}{kind}", l.addr);
+        }
         use std::io::Write;
         let _ = std::io::stdout().flush();
     });

@@ -26,6 +26,14 @@ counters! {
     connections_accepted,
     /// Connections refused because `max_connections` was reached.
     connections_refused_limit,
+    /// Connections refused because their listener's `max_connections` was reached.
+    connections_refused_listener_limit,
+    /// Connections closed at accept: their source address exceeded `connection_rate_per_ip`.
+    connections_refused_rate_ip,
+    /// Times a listener's accept loop paused because `connection_rate` was reached.
+    accept_rate_limited,
+    /// TLS handshakes that failed (bad certificate, protocol error, no client certificate).
+    tls_handshake_failures,
     /// Connections closed before/instead of a valid CONNECT (timeout, bad first packet).
     connect_failures,
     /// Enhanced authentications (and re-authentications) that succeeded.

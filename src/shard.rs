@@ -54,6 +54,8 @@ pub struct Global {
     pub connections: AtomicUsize,
     /// Set by the signal thread on SIGTERM/SIGINT.
     pub shutdown: AtomicBool,
+    /// Every listener, in configuration order (a connection's `listener` indexes it).
+    pub listeners: Vec<Arc<crate::listener::Listener>>,
 }
 
 /// What travels on the data mesh.
@@ -121,13 +123,29 @@ pub enum Ctrl {
 /// A connected socket on its way to its home shard, with the bytes read after CONNECT.
 pub struct Handoff {
     fd: RawFd,
+    /// The TLS session, for a connection accepted on a TLS listener.
+    pub tls: Option<Box<rustls::ServerConnection>>,
+    /// Index of the listener that accepted it.
+    pub listener: u8,
     pub rest: BytesMut,
     pub connect: Box<Connect>,
 }
 
 impl Handoff {
-    pub fn new(fd: RawFd, rest: BytesMut, connect: Box<Connect>) -> Handoff {
-        Handoff { fd, rest, connect }
+    pub fn new(
+        fd: RawFd,
+        tls: Option<Box<rustls::ServerConnection>>,
+        listener: u8,
+        rest: BytesMut,
+        connect: Box<Connect>,
+    ) -> Handoff {
+        Handoff {
+            fd,
+            tls,
+            listener,
+            rest,
+            connect,
+        }
     }
 
     /// Take the fd out; the hand-off no longer closes it.
@@ -230,7 +248,9 @@ pub struct Shard {
     pub conns: RefCell<AHashMap<u64, Rc<Conn>>>,
     next_conn: Cell<u64>,
     pub stopping: Cell<bool>,
-    pub stop: Notify,
+    /// The task queue connections are served in (accepting and handshakes use another).
+    pub main_queue: glommio::TaskQueueHandle,
+    pub stop: crate::rt::sync::Signal,
     pub limits: Limits,
     pub pressure: Pressure,
     /// Offline sessions' expiry and delayed wills.
@@ -312,7 +332,9 @@ impl Shard {
             conns: RefCell::default(),
             next_conn: Cell::new(1),
             stopping: Cell::new(false),
-            stop: Notify::new(),
+            stop: crate::rt::sync::Signal::new(),
+            // Shards are built by their executor's first task, in the default queue.
+            main_queue: glommio::executor().current_task_queue(),
             pressure,
             limits,
             timers: RefCell::default(),
@@ -334,6 +356,14 @@ impl Shard {
     /// Milliseconds since the shard started (session expiry and will delays).
     pub fn now_ms(&self) -> u64 {
         self.started.elapsed().as_millis() as u64
+    }
+
+    /// A connection counted at accept (globally and on listener `listener`) ended.
+    pub fn release_connection(&self, listener: u8) {
+        self.global.connections.fetch_sub(1, Ordering::Relaxed);
+        if let Some(l) = self.global.listeners.get(listener as usize) {
+            l.release();
+        }
     }
 
     pub fn next_conn_id(&self) -> u64 {
@@ -990,5 +1020,5 @@ pub async fn watch_shutdown(shard: Rc<Shard>) {
         glommio::timer::sleep(Duration::from_millis(50)).await;
     }
     shard.stopping.set(true);
-    shard.stop.notify();
+    shard.stop.notify_all();
 }

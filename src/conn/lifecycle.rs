@@ -18,13 +18,8 @@ pub(super) fn resume(shard: &Rc<Shard>, conn: &Rc<Conn>) {
     // SAFETY: the fd was detached from its glommio stream when the connection parked and
     // has been owned by `parked_fd` since.
     let stream = unsafe { attach_stream(fd) };
-    glommio::spawn_local(run(
-        shard.clone(),
-        conn.clone(),
-        Io::new(stream),
-        BytesMut::new(),
-    ))
-    .detach();
+    let io = Io::with_tls(stream, conn.parked_tls.take());
+    glommio::spawn_local(run(shard.clone(), conn.clone(), io, BytesMut::new())).detach();
 }
 
 /// The shard's parking task: resumes parked connections whose sockets became readable,
@@ -101,7 +96,9 @@ pub(super) async fn run(shard: Rc<Shard>, conn: Rc<Conn>, io: Rc<Io>, mut rest: 
         if !stopped || conn.killed.get() {
             break false;
         }
-        let idle = conn.out.borrow().is_empty() && !conn.session.state.borrow().has_sendable();
+        let idle = conn.out.borrow().is_empty()
+            && !io.has_output()
+            && !conn.session.state.borrow().has_sendable();
         if idle {
             conn.io.borrow_mut().take();
             match park(&shard, &conn, io) {
@@ -128,8 +125,8 @@ pub(super) async fn run(shard: Rc<Shard>, conn: Rc<Conn>, io: Rc<Io>, mut rest: 
 /// Hand the socket to the shard's parking lot; the connection keeps its place in the
 /// connection table, its session and its keep-alive deadline, but no task.
 pub(super) fn park(shard: &Rc<Shard>, conn: &Rc<Conn>, io: Rc<Io>) -> std::io::Result<()> {
-    let stream = io
-        .into_stream()
+    let (stream, tls) = io
+        .into_parts()
         .map_err(|_| std::io::Error::other("socket still shared"))?;
     let fd = detach_stream(stream)?;
     let parked = match shard.parking_lot() {
@@ -141,6 +138,7 @@ pub(super) fn park(shard: &Rc<Shard>, conn: &Rc<Conn>, io: Rc<Io>) -> std::io::R
         return Err(e);
     }
     conn.parked_fd.set(fd);
+    conn.parked_tls.set(tls);
     Metrics::inc(&shard.metrics.parks);
     tracing::debug!(conn = conn.id, "connection parked");
     shard.arm_park_check(conn);
@@ -163,7 +161,7 @@ pub(super) fn teardown(shard: &Rc<Shard>, conn: &Rc<Conn>, graceful: bool) {
     // published now or after its delay ([`crate::expiry`]).
     let will = conn.will.borrow_mut().take();
     shard.connection_ended(&cell, current, will);
-    shard.global.connections.fetch_sub(1, Ordering::Relaxed);
+    shard.release_connection(conn.listener);
     tracing::debug!(conn = conn.id, graceful, "connection closed");
 }
 
@@ -248,7 +246,9 @@ pub(super) async fn read_loop(
             return End::Abrupt;
         }
         flush_inline(shard, conn, io);
-        if !conn.out.borrow().is_empty() {
+        // With TLS, ciphertext the socket did not take (also handshake and key-update
+        // answers) is the writer's to send.
+        if !conn.out.borrow().is_empty() || io.has_output() {
             conn.writer_wake.notify();
         }
         // Fairness: a read that finds data never suspends, so a flooding publisher would

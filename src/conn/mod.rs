@@ -17,11 +17,13 @@ use std::cell::{Cell, RefCell};
 use std::os::unix::io::RawFd;
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::BytesMut;
 use glommio::net::{TcpListener, TcpStream};
 
+use crate::listener::{Bucket, Listener};
 use crate::metrics::Metrics;
 use crate::proto::{
     encode, encode_publish, encode_publish_header, ConnAck, Connect, Decoder, LastWill, Packet,
@@ -65,6 +67,8 @@ pub struct Conn {
     io: RefCell<Option<Rc<Io>>>,
     /// The raw socket while parked (watched by the shard's parking lot), else -1.
     parked_fd: Cell<RawFd>,
+    /// The TLS session while parked (keys and rustls state; no buffers of ours).
+    parked_tls: Cell<Option<Box<rustls::ServerConnection>>>,
     /// The shard asked the reader to park the connection.
     parking: Cell<bool>,
     /// The reader asked the writer to exit once it has nothing to write.
@@ -98,6 +102,8 @@ pub struct Conn {
     /// accepted it (the SCRAM identity, or the TLS client certificate's name when the
     /// listener takes the user name from it); `None` for anonymous clients.
     user: Option<Utf8Bytes>,
+    /// Index of the listener that accepted the connection (its count is released at the end).
+    pub listener: u8,
     pub session: Rc<SessionCell>,
     /// What a 5.0 client negotiated (topic aliases, its maximum packet size...).
     v5: Option<Box<v5::V5>>,
@@ -153,7 +159,15 @@ impl Conn {
         if encode(&self.disconnect_packet(reason_code), self.version, &mut buf).is_ok() {
             let fd = self.parked_fd.get();
             if fd >= 0 {
-                let _ = send_nonblocking(fd, &buf);
+                let mut tls = self.parked_tls.take();
+                match tls.as_deref_mut() {
+                    None => {
+                        let _ = send_nonblocking(fd, &buf);
+                    }
+                    // Sealed with the parked session; the session ends with the kill.
+                    Some(s) => crate::tls::send_sealed(fd, s, &buf),
+                }
+                self.parked_tls.set(tls);
             } else if self.writer_idle.get() && self.out.borrow().is_empty() {
                 if let Some(io) = self.io.borrow().as_ref() {
                     let _ = io.try_send(&buf);
@@ -252,11 +266,41 @@ impl Conn {
     }
 }
 
-/// Accept connections on this shard until shutdown.
-pub async fn accept_loop(shard: Rc<Shard>, listener: TcpListener) {
+/// Accept connections on this shard until shutdown. Runs in the shard's accept task queue
+/// (see `broker::shard_main`), as do the handshakes it starts.
+pub async fn accept_loop(shard: Rc<Shard>, listener: TcpListener, lst: Arc<Listener>) {
+    // This shard's share of the listener's accept rate.
+    let rate = lst.rate / shard.shards as f64;
+    let mut bucket = Bucket::full(rate, std::time::Instant::now());
     loop {
+        // Checked before every wait on `stop` (an edge that may already have passed).
+        if shard.stopping.get() {
+            return;
+        }
+        if rate > 0.0 {
+            let wait = bucket.take(rate, std::time::Instant::now());
+            if wait > 0.0 {
+                // Over the rate: stop accepting for a while; clients wait in the backlog.
+                Metrics::inc(&shard.metrics.accept_rate_limited);
+                let stop = futures_lite::future::or(
+                    async {
+                        glommio::timer::sleep(Duration::from_secs_f64(wait)).await;
+                        false
+                    },
+                    async {
+                        shard.stop.wait().await;
+                        true
+                    },
+                )
+                .await;
+                if stop {
+                    return;
+                }
+                continue;
+            }
+        }
         let accepted = futures_lite::future::or(async { Some(listener.accept().await) }, async {
-            shard.stop.notified().await;
+            shard.stop.wait().await;
             None
         })
         .await;
@@ -273,6 +317,16 @@ pub async fn accept_loop(shard: Rc<Shard>, listener: TcpListener) {
             return;
         }
         Metrics::inc(&shard.metrics.connections_accepted);
+        if lst.rate_per_ip > 0.0 {
+            let peer = stream.peer_addr().ok().map(|a| a.ip());
+            if let Some(ip) = peer {
+                if !lst.admit_address(ip, std::time::Instant::now()) {
+                    Metrics::inc(&shard.metrics.connections_refused_rate_ip);
+                    tracing::debug!(listener = %lst.name, %ip, "connection rate per address exceeded; closing");
+                    continue;
+                }
+            }
+        }
         let n = shard.global.connections.fetch_add(1, Ordering::Relaxed);
         if n >= shard.cfg.max_connections {
             shard.global.connections.fetch_sub(1, Ordering::Relaxed);
@@ -284,11 +338,22 @@ pub async fn accept_loop(shard: Rc<Shard>, listener: TcpListener) {
             drop(stream);
             continue;
         }
+        if !lst.try_acquire() {
+            shard.global.connections.fetch_sub(1, Ordering::Relaxed);
+            Metrics::inc(&shard.metrics.connections_refused_listener_limit);
+            tracing::warn!(
+                listener = %lst.name,
+                limit = lst.max_connections,
+                "listener max_connections reached; refusing a connection"
+            );
+            continue;
+        }
         let s = shard.clone();
+        let l = lst.clone();
         let fut = async move {
-            let counted = handshake(s.clone(), stream).await;
+            let counted = handshake(s.clone(), stream, &l).await;
             if !counted {
-                s.global.connections.fetch_sub(1, Ordering::Relaxed);
+                s.release_connection(l.index);
             }
         };
         glommio::spawn_local(fut).detach();
@@ -304,12 +369,30 @@ enum First {
 /// Read the CONNECT packet (bounded by `connect_timeout`), then serve here or hand the
 /// socket to the client id's home shard. Returns true if the connection lives on (its
 /// global count is then released by whoever ends it).
-async fn handshake(shard: Rc<Shard>, stream: TcpStream) -> bool {
+async fn handshake(shard: Rc<Shard>, stream: TcpStream, lst: &Listener) -> bool {
     let started = std::time::Instant::now();
-    let io = Io::new(stream);
+    let tls = match &lst.tls {
+        None => None,
+        Some(cfg) => match rustls::ServerConnection::new(cfg.clone()) {
+            Ok(c) => Some(Box::new(c)),
+            Err(e) => {
+                tracing::warn!("cannot start a TLS session: {e}");
+                return false;
+            }
+        },
+    };
+    let io = Io::with_tls(stream, tls);
     let mut dec = Decoder::new(shard.cfg.max_packet_size);
+    // The TLS handshake and the CONNECT share `connect_timeout`.
     let first = with_timeout(Duration::from_secs(shard.cfg.connect_timeout), async {
-        let mut buf = BytesMut::new();
+        let mut buf = match io.handshake(&shard.arena).await {
+            Ok(early) => early,
+            Err(e) => {
+                Metrics::inc(&shard.metrics.tls_handshake_failures);
+                tracing::info!(peer = ?io.peer_addr(), listener = %lst.name, "TLS handshake failed: {e}");
+                return First::Closed;
+            }
+        };
         loop {
             match dec.decode(&mut buf) {
                 Ok(Some(Packet::Connect(c))) => return First::Connect(c, buf),
@@ -357,6 +440,19 @@ async fn handshake(shard: Rc<Shard>, stream: TcpStream) -> bool {
             return false;
         }
     };
+    if let Some(which) = lst.username_from {
+        // Mutual TLS: the certificate's name is the user name, whatever CONNECT said.
+        let name = io.tls().and_then(|t| {
+            t.with_peer_certificates(|c| c?.first().and_then(|d| crate::tls::cert_name(d, which)))
+        });
+        match name {
+            Some(n) => connect.username = Some(Utf8Bytes::from(n)),
+            None => {
+                // No certificate (allowed by tls_require_client_cert = false) or no such name.
+                connect.username = None;
+            }
+        }
+    }
     // §4.12 enhanced authentication, before the CONNACK and any hand-off.
     let Some(rest) = authenticate(&shard, &io, &mut dec, &mut connect, rest, started).await else {
         return false;
@@ -371,11 +467,17 @@ async fn handshake(shard: Rc<Shard>, stream: TcpStream) -> bool {
         // A task of its own: the handshake's state is not carried for the connection's life.
         let mut hello = Hello::from(connect);
         hello.assigned = assigned;
-        glommio::spawn_local(serve(shard, io, hello, rest)).detach();
-        return true;
+        hello.listener = lst.index;
+        // Served in the shard's main task queue, not the accept queue.
+        let q = shard.main_queue;
+        if let Ok(t) = glommio::spawn_local_into(serve(shard, io, hello, rest), q) {
+            t.detach();
+            return true;
+        }
+        return false;
     }
-    let stream = match io.into_stream() {
-        Ok(s) => s,
+    let (stream, tls) = match io.into_parts() {
+        Ok(parts) => parts,
         Err(_) => return false,
     };
     match detach_stream(stream) {
@@ -383,7 +485,7 @@ async fn handshake(shard: Rc<Shard>, stream: TcpStream) -> bool {
             Metrics::inc(&shard.metrics.handoffs);
             shard.ctrl.push(
                 home,
-                Ctrl::Handoff(Box::new(Handoff::new(fd, rest, connect))),
+                Ctrl::Handoff(Box::new(Handoff::new(fd, tls, lst.index, rest, connect))),
             );
             true
         }
@@ -410,6 +512,7 @@ pub fn adopt(shard: Rc<Shard>, mut h: Handoff) {
     // SAFETY: the fd was detached from its original shard and is owned by this hand-off.
     let stream = unsafe { attach_stream(fd) };
     let rest = std::mem::take(&mut h.rest);
+    let tls = h.tls.take();
     let connect = std::mem::replace(
         &mut h.connect,
         Box::new(Connect {
@@ -423,7 +526,10 @@ pub fn adopt(shard: Rc<Shard>, mut h: Handoff) {
             properties: Default::default(),
         }),
     );
-    glommio::spawn_local(serve(shard, Io::new(stream), Hello::from(connect), rest)).detach();
+    let io = Io::with_tls(stream, tls);
+    let mut hello = Hello::from(connect);
+    hello.listener = h.listener;
+    glommio::spawn_local(serve(shard, io, hello, rest)).detach();
 }
 
 /// Serve an accepted CONNECT on the client's home shard until the connection ends.
@@ -442,6 +548,8 @@ struct Hello {
     auth: Option<Box<ConnAuth>>,
     /// The user name authentication accepted.
     user: Option<Utf8Bytes>,
+    /// Index of the listener that accepted the connection.
+    listener: u8,
 }
 
 impl From<Box<Connect>> for Hello {
@@ -459,6 +567,7 @@ impl From<Box<Connect>> for Hello {
             client_id: Utf8Bytes::from(c.client_id.as_str()),
             will: c.will.map(Box::new),
             assigned: false,
+            listener: 0,
             props: v5.then(|| Box::new(c.properties)),
         }
     }
@@ -475,6 +584,7 @@ async fn serve(shard: Rc<Shard>, io: Rc<Io>, hello: Hello, rest: BytesMut) {
         props,
         mut auth,
         user,
+        listener,
     } = hello;
     let cfg = &shard.cfg;
     let asked_ka = keep_alive;
@@ -493,6 +603,7 @@ async fn serve(shard: Rc<Shard>, io: Rc<Io>, hello: Hello, rest: BytesMut) {
         id: shard.next_conn_id(),
         io: RefCell::new(None),
         parked_fd: Cell::new(-1),
+        parked_tls: Cell::new(None),
         parking: Cell::new(false),
         writer_stop: Cell::new(false),
         writer_idle: Cell::new(false),
@@ -512,6 +623,7 @@ async fn serve(shard: Rc<Shard>, io: Rc<Io>, hello: Hello, rest: BytesMut) {
         will: RefCell::new(will),
         auth: RefCell::new(None),
         user,
+        listener,
         session: cell.clone(),
         v5: version
             .is_v5()

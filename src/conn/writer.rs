@@ -207,6 +207,13 @@ pub(super) async fn writer(shard: Rc<Shard>, conn: Rc<Conn>, io: Rc<Io>) {
             std::mem::take(&mut *out)
         };
         if buf.is_empty() {
+            if io.has_output() && !conn.killed.get() {
+                // TLS records sealed outside this task (inline flush, handshake answers).
+                if io.flush(&conn.progress_ms).await.is_err() {
+                    break;
+                }
+                continue;
+            }
             if conn.closing.get() || conn.killed.get() || conn.writer_stop.get() {
                 break;
             }

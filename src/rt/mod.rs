@@ -8,6 +8,7 @@ pub mod mesh;
 pub mod net;
 pub mod park;
 pub mod sync;
+pub mod tls;
 
 pub use glommio::timer::sleep;
 pub use glommio::{spawn_local, yield_if_needed, Task};

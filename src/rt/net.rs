@@ -16,6 +16,9 @@ use std::task::Poll;
 use bytes::BytesMut;
 use futures_lite::{AsyncRead, AsyncWrite};
 use glommio::net::{TcpListener, TcpStream};
+use rustls::ServerConnection;
+
+use super::tls::Tls;
 use socket2::{Domain, Protocol, Socket, Type};
 
 /// A TCP socket bound to `addr` with `SO_REUSEPORT`, not yet listening. Binding one of these
@@ -93,18 +96,29 @@ impl ReadArena {
     }
 }
 
-/// A connection's socket, shared by its reader and writer tasks. Each poll borrows the
-/// stream only for the duration of the (synchronous) poll call.
-/// Owned by the connection's home shard.
+/// A connection's socket, shared by its reader and writer tasks, with its TLS layer when the
+/// listener has one. Each poll borrows the stream only for the duration of the (synchronous)
+/// poll call. Owned by the connection's home shard.
+///
+/// With TLS, [`Io::read`] returns decrypted bytes (possibly an empty chunk when a record
+/// carried none) and the writes encrypt; ciphertext the socket did not take waits in the
+/// [`Tls`] output, which [`Io::flush`] (the writer) drains.
 pub struct Io {
     stream: RefCell<TcpStream>,
+    tls: Option<Tls>,
 }
 
 impl Io {
     pub fn new(stream: TcpStream) -> Rc<Io> {
+        Self::with_tls(stream, None)
+    }
+
+    /// A connection whose bytes go through `tls` (state of an accepted or resumed session).
+    pub fn with_tls(stream: TcpStream, tls: Option<Box<ServerConnection>>) -> Rc<Io> {
         stream.set_nodelay(true).ok();
         Rc::new(Io {
             stream: RefCell::new(stream),
+            tls: tls.map(Tls::new),
         })
     }
 
@@ -112,9 +126,36 @@ impl Io {
         self.stream.borrow().peer_addr().ok()
     }
 
-    /// Read whatever is available (up to `max` bytes) into a buffer carved from the arena.
-    /// `Ok(None)` on EOF.
+    /// The TLS layer, if the connection has one.
+    pub fn tls(&self) -> Option<&Tls> {
+        self.tls.as_ref()
+    }
+
+    /// Ciphertext is waiting for the socket (the writer must [`Io::flush`]).
+    pub fn has_output(&self) -> bool {
+        self.tls.as_ref().is_some_and(Tls::has_output)
+    }
+
+    /// Read whatever is available (up to `max` bytes) into a buffer carved from the arena;
+    /// with TLS, the plaintext it decrypts to. `Ok(None)` on EOF.
     pub async fn read(&self, arena: &ReadArena, max: usize) -> io::Result<Option<BytesMut>> {
+        let Some(tls) = &self.tls else {
+            return self.read_raw(arena, max).await;
+        };
+        if tls.at_eof() {
+            return Ok(None);
+        }
+        let Some(cipher) = self.read_raw(arena, max).await? else {
+            return Ok(None);
+        };
+        let plain = tls.feed(&cipher);
+        // Handshake answers, key updates and alerts go out at once when the socket takes
+        // them; what it does not take waits for the writer.
+        self.try_flush();
+        plain.map(Some)
+    }
+
+    async fn read_raw(&self, arena: &ReadArena, max: usize) -> io::Result<Option<BytesMut>> {
         poll_fn(|cx| {
             let mut buf = arena.buf.borrow_mut();
             // Invariant: `buf` is empty between polls and its spare capacity is initialised
@@ -139,6 +180,32 @@ impl Io {
         .await
     }
 
+    /// Complete the TLS handshake (no-op without TLS). Returns plaintext that arrived with
+    /// the client's last handshake flight (the start of its CONNECT).
+    pub async fn handshake(&self, arena: &ReadArena) -> io::Result<BytesMut> {
+        let Some(tls) = &self.tls else {
+            return Ok(BytesMut::new());
+        };
+        let mut early = BytesMut::new();
+        while tls.is_handshaking() {
+            self.flush_tracked(&std::cell::Cell::new(0)).await?;
+            let Some(cipher) = self.read_raw(arena, READ_HANDSHAKE).await? else {
+                return Err(io::ErrorKind::UnexpectedEof.into());
+            };
+            match tls.feed(&cipher) {
+                Ok(plain) => early.extend_from_slice(&plain),
+                Err(e) => {
+                    // Tell the client why (the alert rustls queued), best effort.
+                    self.try_flush();
+                    return Err(e);
+                }
+            }
+        }
+        // Session tickets and the server's last flight.
+        self.flush_tracked(&std::cell::Cell::new(0)).await?;
+        Ok(early)
+    }
+
     /// Write all of `data`.
     pub async fn write_all(&self, data: &[u8]) -> io::Result<()> {
         self.write_all_tracked(data, &std::cell::Cell::new(0)).await
@@ -151,6 +218,44 @@ impl Io {
         mut data: &[u8],
         progress: &std::cell::Cell<u32>,
     ) -> io::Result<()> {
+        if let Some(tls) = &self.tls {
+            // Seal and write a piece at a time: a large payload is never held twice.
+            self.flush_tracked(progress).await?;
+            while !data.is_empty() {
+                let n = data.len().min(TLS_WRITE_PIECE);
+                tls.seal(&data[..n])?;
+                data = &data[n..];
+                self.flush_tracked(progress).await?;
+            }
+            return Ok(());
+        }
+        self.write_raw(data, progress).await
+    }
+
+    /// Write the waiting ciphertext (no-op without TLS).
+    pub async fn flush(&self, progress: &std::cell::Cell<u32>) -> io::Result<()> {
+        self.flush_tracked(progress).await
+    }
+
+    async fn flush_tracked(&self, progress: &std::cell::Cell<u32>) -> io::Result<()> {
+        let Some(tls) = &self.tls else {
+            return Ok(());
+        };
+        while tls.has_output() {
+            let n = poll_fn(|cx| {
+                tls.with_output(|out| Pin::new(&mut *self.stream.borrow_mut()).poll_write(cx, out))
+            })
+            .await?;
+            if n == 0 {
+                return Err(io::ErrorKind::WriteZero.into());
+            }
+            tls.consumed(n);
+            progress.set(super::clock_ms());
+        }
+        Ok(())
+    }
+
+    async fn write_raw(&self, mut data: &[u8], progress: &std::cell::Cell<u32>) -> io::Result<()> {
         while !data.is_empty() {
             let n =
                 poll_fn(|cx| Pin::new(&mut *self.stream.borrow_mut()).poll_write(cx, data)).await?;
@@ -163,14 +268,48 @@ impl Io {
         Ok(())
     }
 
+    /// Send waiting ciphertext without blocking; what the socket does not take stays queued.
+    fn try_flush(&self) -> usize {
+        let Some(tls) = &self.tls else {
+            return 0;
+        };
+        let fd = self.stream.borrow().as_raw_fd();
+        let mut sent = 0;
+        while tls.has_output() {
+            match tls.with_output(|out| send_nonblocking(fd, out)) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    tls.consumed(n);
+                    sent += n;
+                }
+            }
+        }
+        sent
+    }
+
     /// One non-blocking send of `data` straight from the caller (no task hop): the bytes the
-    /// socket took, 0 if it would block.
+    /// socket took, 0 if it would block. With TLS all of `data` is sealed and the ciphertext
+    /// the socket did not take waits for [`Io::flush`] (check [`Io::has_output`]); the call
+    /// returns 0 without sealing if ciphertext is already waiting (order).
     pub fn try_send(&self, data: &[u8]) -> io::Result<usize> {
+        if let Some(tls) = &self.tls {
+            if tls.has_output() {
+                return Ok(0);
+            }
+            tls.seal(data)?;
+            self.try_flush();
+            return Ok(data.len());
+        }
         send_nonblocking(self.stream.borrow().as_raw_fd(), data)
     }
 
     /// Shut the socket down in both directions (wakes any pending read with EOF).
     pub fn shutdown(&self) {
+        if let Some(tls) = &self.tls {
+            // A clean TLS close tells the client nothing was truncated.
+            tls.close_notify();
+            self.try_flush();
+        }
         let fd = self.stream.borrow().as_raw_fd();
         // SAFETY: fd is valid while the stream lives.
         unsafe {
@@ -178,11 +317,27 @@ impl Io {
         }
     }
 
-    /// Give up the socket (for a hand-off). Fails if another task still holds the `Io`.
-    pub fn into_stream(self: Rc<Io>) -> Result<TcpStream, Rc<Io>> {
-        Rc::try_unwrap(self).map(|io| io.stream.into_inner())
+    /// Give up the socket and the TLS state (parking, hand-off). Fails if another task still
+    /// holds the `Io` or ciphertext is still waiting.
+    pub fn into_parts(self: Rc<Io>) -> Result<(TcpStream, Option<Box<ServerConnection>>), Rc<Io>> {
+        if self.has_output() {
+            return Err(self);
+        }
+        let io = Rc::try_unwrap(self)?;
+        let stream = io.stream.into_inner();
+        match io.tls.map(Tls::into_session) {
+            None => Ok((stream, None)),
+            Some(Ok(s)) => Ok((stream, Some(s))),
+            // Checked above; the state only changes on this thread.
+            Some(Err(_)) => Err(Io::new(stream)),
+        }
     }
 }
+
+/// Largest read during a TLS handshake (a client flight is a few KB).
+const READ_HANDSHAKE: usize = 16 * 1024;
+/// Plaintext sealed per write with TLS.
+const TLS_WRITE_PIECE: usize = 64 * 1024;
 
 /// One non-blocking `send` on a raw socket: bytes taken, 0 when it would block.
 pub fn send_nonblocking(fd: RawFd, data: &[u8]) -> io::Result<usize> {
