@@ -675,7 +675,7 @@ async fn serve(shard: Rc<Shard>, io: Rc<Io>, hello: Hello, rest: BytesMut) {
             }
         }
     }
-    tracing::debug!(client = %client_id, shard = shard.id, present, "client connected");
+    tracing::debug!(client = %client_id, user = ?conn.user(), shard = shard.id, present, "client connected");
     drop(client_id);
     run(shard, conn, io, rest).await;
 }

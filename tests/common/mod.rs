@@ -1043,4 +1043,5 @@ pub async fn next_from<T>(
 pub mod auth;
 pub mod durable;
 pub mod subs;
+pub mod tls;
 pub mod v5;
