@@ -194,9 +194,17 @@ fn placement(cfg: &Config) -> Result<(PoolPlacement, String), StartError> {
     Ok((PoolPlacement::Custom(sets), map))
 }
 
+/// What the broker does on SIGHUP, on the signal thread: the binary re-reads its
+/// configuration, applies the log level and reloads what [`Global::reload`] covers.
+pub type OnHangup = Box<dyn FnMut(&Global) + Send>;
+
 /// Run the broker until SIGTERM/SIGINT. `on_ready` is called with the listeners (bound
-/// addresses resolved) once every shard is accepting on all of them.
-pub fn run(cfg: Config, on_ready: impl FnOnce(&[Arc<Listener>])) -> Result<(), StartError> {
+/// addresses resolved) once every shard is accepting on all of them; `on_hup` at each SIGHUP.
+pub fn run(
+    cfg: Config,
+    on_ready: impl FnOnce(&[Arc<Listener>]),
+    on_hup: OnHangup,
+) -> Result<(), StartError> {
     check_limits(&cfg)?;
     let _lock = lock_data_dir(&cfg.data_dir)?;
     let recovery = recover_journal(&cfg)?;
@@ -245,7 +253,7 @@ pub fn run(cfg: Config, on_ready: impl FnOnce(&[Arc<Listener>])) -> Result<(), S
         listeners: listeners.clone(),
         ..Global::default()
     });
-    install_signals(global.clone());
+    install_signals(global.clone(), on_hup);
     let cfg = Arc::new(cfg);
 
     let (placement, map) = placement(&cfg)?;
@@ -511,16 +519,22 @@ async fn shard_main(
     Ok(())
 }
 
-fn install_signals(global: Arc<Global>) {
-    use signal_hook::consts::{SIGINT, SIGTERM};
-    match signal_hook::iterator::Signals::new([SIGINT, SIGTERM]) {
+fn install_signals(global: Arc<Global>, mut on_hup: OnHangup) {
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+    match signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP]) {
         Ok(mut signals) => {
             std::thread::Builder::new()
                 .name("ringmq-signals".into())
                 .spawn(move || {
-                    if let Some(sig) = signals.forever().next() {
+                    for sig in signals.forever() {
+                        if sig == SIGHUP {
+                            tracing::info!("SIGHUP: reloading");
+                            on_hup(&global);
+                            continue;
+                        }
                         tracing::info!(signal = sig, "shutting down");
                         global.shutdown.store(true, Ordering::Relaxed);
+                        break;
                     }
                 })
                 .ok();

@@ -1,8 +1,12 @@
-//! The `ringmq` server binary: parse flags, load config, start the broker.
+//! The `ringmq` server binary: parse flags, load config, start the broker; SIGHUP re-reads
+//! the configuration for the log level and reloads what `Global::reload` covers.
 
 use clap::Parser;
 use ringmq::broker;
 use ringmq::config::{Cli, Config};
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{reload, EnvFilter};
 
 fn main() {
     let cli = Cli::parse();
@@ -13,23 +17,43 @@ fn main() {
             std::process::exit(2);
         }
     };
-    let filter = tracing_subscriber::EnvFilter::try_new(&cfg.log_level)
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+    let filter = EnvFilter::try_new(&cfg.log_level).unwrap_or_else(|_| EnvFilter::new("info"));
+    let (filter, log_level) = reload::Layer::new(filter);
+    tracing_subscriber::registry()
+        .with(filter)
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(std::io::stderr)
+                .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())),
+        )
         .init();
     tracing::info!(version = env!("CARGO_PKG_VERSION"), "ringmq starting");
-    let result = broker::run(cfg, |listeners| {
-        // One line per listener; tests and scripts read the address from the first.
-        for l in listeners {
-            let kind = if l.is_tls() { " (tls)" } else { "" };
-            println!("ringmq listening on {}{kind}", l.addr);
+    let on_hup: broker::OnHangup = Box::new(move |global| {
+        match Config::load(&cli) {
+            Ok(c) => match EnvFilter::try_new(&c.log_level) {
+                Ok(f) => match log_level.reload(f) {
+                    Ok(()) => tracing::info!(level = %c.log_level, "log level reloaded"),
+                    Err(e) => tracing::warn!("log level not reloaded: {e}"),
+                },
+                Err(e) => tracing::warn!(level = %c.log_level, "log level not reloaded: {e}"),
+            },
+            Err(e) => tracing::error!("configuration not reloaded: {e}"),
         }
-        use std::io::Write;
-        let _ = std::io::stdout().flush();
+        global.reload();
     });
+    let result = broker::run(
+        cfg,
+        |listeners| {
+            // One line per listener; tests and scripts read the address from the first.
+            for l in listeners {
+                let kind = if l.is_tls() { " (tls)" } else { "" };
+                println!("ringmq listening on {}{kind}", l.addr);
+            }
+            use std::io::Write;
+            let _ = std::io::stdout().flush();
+        },
+        on_hup,
+    );
     if let Err(e) = result {
         tracing::error!("{e}");
         eprintln!("ringmq: {e}");

