@@ -10,13 +10,17 @@ batches, the way devices arrive over time: a broker that parks idle connections 
 --idle-park-secs) then reuses the memory the previous batch released, so the figure is the
 steady-state cost of an idle connection rather than the peak of a simultaneous burst.
 
+With --tls CAFILE the connections are TLS (server certificate checked against CAFILE, host
+name not checked), for the memory of an idle TLS connection.
+
 usage: idle-conn-mem.py --pid PID [--port 1883] [--count 10000] [--hold 3]
-                        [--batch B --batch-pause S]
+                        [--batch B --batch-pause S] [--tls CAFILE]
 """
 import argparse
 import os
 import resource
 import socket
+import ssl
 import struct
 import sys
 import time
@@ -45,7 +49,12 @@ def main():
     ap.add_argument("--hold", type=float, default=3.0)
     ap.add_argument("--batch", type=int, default=0, help="connections per batch (0 = all at once)")
     ap.add_argument("--batch-pause", type=float, default=0.0, help="seconds between batches")
+    ap.add_argument("--tls", metavar="CAFILE", help="connect with TLS, trusting CAFILE")
     a = ap.parse_args()
+    ctx = None
+    if a.tls:
+        ctx = ssl.create_default_context(cafile=a.tls)
+        ctx.check_hostname = False
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     time.sleep(0.5)
@@ -57,6 +66,8 @@ def main():
             await_connacks(socks[i - a.batch:i])
             time.sleep(a.batch_pause)
         s = socket.create_connection((a.host, a.port), timeout=10)
+        if ctx:
+            s = ctx.wrap_socket(s)
         s.sendall(connect_packet(b"idle-%08d" % i))
         socks.append(s)
     await_connacks(socks[(a.count - 1) // a.batch * a.batch if a.batch else 0:])

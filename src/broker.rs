@@ -264,9 +264,6 @@ pub fn run(
     let (ready_tx, ready_rx) = crossbeam::channel::unbounded::<Result<Phase, String>>();
     let mut builder = LocalExecutorPoolBuilder::new(placement)
         .ring_depth(1024)
-        // Switch task queues (and poll the ring) at least every 10 ms: a busy accept queue
-        // must not hold established connections' completions for glommio's default 100 ms.
-        .preempt_timer(Duration::from_millis(10))
         .detect_stalls(Some(Box::new(|| {
             Box::new(glommio::DefaultStallDetectionHandler {})
         })));
