@@ -11,6 +11,7 @@
 //! | [`expiry`] | session lifetimes after their connection, session expiry, delayed wills | one shard |
 //! | [`journal`] | the durable log: record framing, segments, the writer with group commit, snapshots, recovery | one shard (recovery: the main thread before shards start) |
 //! | [`pressure`] | publisher flow control: congested subscribers pause their publishers, slow consumers | one shard |
+//! | [`acl`] | authorization: the ACL file (sections, allow/deny rules, `%u`/`%c` patterns), read/write/subscribe decisions, lock-free reload | parsed once per (re)load, shared read-only by every shard |
 //! | [`auth`] | MQTT 5 enhanced authentication: method trait, registry, SCRAM-SHA-256 (sans-IO) | registry built at start, shared read-only by every shard; an exchange per connection |
 //! | [`rt`] | the only glommio-facing code: sockets, mesh outboxes, notify primitives, the parking lot for idle sockets | per shard |
 //! | [`metrics`] | per-shard counters (every enforced limit is counted) | one shard |
@@ -23,6 +24,7 @@
 //! delivery inline) → each destination matches its local subscriber trie → `session`
 //! queues → the subscriber's `conn` writer encodes and writes.
 
+pub mod acl;
 pub mod auth;
 pub mod bench;
 pub mod broker;
