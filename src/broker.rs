@@ -46,6 +46,9 @@ pub enum StartError {
     /// The enhanced-authentication credentials could not be loaded.
     #[error("{0}")]
     Auth(#[from] crate::auth::scram::CredentialError),
+    /// The ACL file could not be loaded.
+    #[error("{0}")]
+    Acl(#[from] crate::acl::AclError),
     /// An executor failed to start or run.
     #[error("shard failed: {0}")]
     Shard(String),
@@ -207,7 +210,18 @@ pub fn run(cfg: Config, on_ready: impl FnOnce(SocketAddr)) -> Result<(), StartEr
         }
     }
     let auth = Arc::new(Registry::from_config(cfg.auth_scram_file.as_deref())?);
-    let global = Arc::new(Global::default());
+    let acl = match &cfg.acl_file {
+        Some(path) => {
+            let store = crate::acl::AclStore::load(path)?;
+            tracing::info!("ACL {}: {}", path.display(), store.current().summary());
+            Some(store)
+        }
+        None => None,
+    };
+    let global = Arc::new(Global {
+        acl,
+        ..Global::default()
+    });
     install_signals(global.clone());
 
     // Resolve port 0 once so every shard binds the same port: bind (no listen) a
