@@ -174,6 +174,10 @@ pub struct SessionCell {
     /// The user name of the session's latest connection (`None`: anonymous); deliveries to
     /// the session are authorized with it, also while it is offline. Logged.
     pub user: RefCell<Option<Utf8Bytes>>,
+    /// ACL generation under which every subscription of the session, for its current
+    /// user, was fully covered by an allow rule that no deny overlaps: its deliveries need
+    /// no read check while the generation stays. 0: unknown, check each delivery.
+    pub acl_clean: Cell<u64>,
 }
 
 #[derive(Default)]
@@ -375,7 +379,10 @@ impl Shard {
         if let Some(cell) = existing {
             if !clean {
                 cell.expiry.set(expiry);
-                cell.user.replace(user.cloned());
+                if cell.user.replace(user.cloned()).as_ref() != user {
+                    // Its subscriptions were judged for another user.
+                    cell.acl_clean.set(0);
+                }
                 self.session_resumed(&cell);
                 self.log_session_open(&cell);
                 return (cell, true);
@@ -412,6 +419,7 @@ impl Shard {
             log_broken: Cell::new(false),
             offline_ms: Cell::new(0),
             user: RefCell::new(None),
+            acl_clean: Cell::new(0),
         });
         s.by_id.insert(client_id.clone(), key);
         s.cells.insert(key, cell.clone());

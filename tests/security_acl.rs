@@ -367,3 +367,29 @@ async fn rumqttc_clients_with_credentials() {
     .expect("SUBACK within 5 s");
     assert!(outcome.contains("NotAuthorized"), "{outcome}");
 }
+
+#[test]
+fn a_session_resumed_by_another_user_reads_with_the_new_identity() {
+    // The subscription `users/alice/#` was fully readable for alice; once bob resumes the
+    // session (same client id), deliveries are judged for bob.
+    let (b, _f) = acl_broker("all\nallow readwrite users/%u/#\n", &[]);
+    let as_user = |user| Hello {
+        clean: false,
+        ..v4("shared-id", Some(user))
+    };
+    let mut s = client(&b, as_user("alice"));
+    assert_eq!(subscribe(&mut s, 4, 1, &["users/alice/#"]), vec![1]);
+    let mut alice = client(&b, v4("alice-pub", Some("alice")));
+    alice.send(&publish(4, "users/alice/a", 1, false, 1, b"1"));
+    assert_eq!(read_ack(&mut alice), (4, 1, 0));
+    let got = expect_publish(&mut s);
+    assert_eq!(got.topic, "users/alice/a");
+    s.send(&packet(0x40, &got.pkid.unwrap().to_be_bytes()));
+    s.send(&[0xE0, 0x00]);
+    drop(s);
+    std::thread::sleep(Duration::from_millis(100));
+    let mut s = client(&b, as_user("bob"));
+    alice.send(&publish(4, "users/alice/b", 1, false, 2, b"2"));
+    assert_eq!(read_ack(&mut alice), (4, 2, 0));
+    expect_silence(&mut s, QUIET);
+}

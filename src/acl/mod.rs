@@ -56,7 +56,7 @@ use ahash::AHashMap;
 pub mod pattern;
 mod store;
 
-pub use pattern::{Pattern, PatternError, Who};
+pub use pattern::{Pattern, PatternError, Split, Who};
 pub use store::AclStore;
 
 /// Largest ACL file accepted.
@@ -279,9 +279,10 @@ impl Acl {
     }
 
     fn decide(&self, who: &Who<'_>, topic: &str, op: fn(Access) -> bool) -> bool {
+        let topic = Split::new(topic);
         for rules in self.sections(who) {
             for r in rules {
-                if op(r.access) && r.pattern.matches(topic, who) {
+                if op(r.access) && r.pattern.matches_split(&topic, who) {
                     return r.allow;
                 }
             }
@@ -293,9 +294,10 @@ impl Acl {
     /// the filter after `$share/{group}/`)? See the module doc.
     pub fn can_subscribe(&self, who: &Who<'_>, filter: &str) -> SubDecision {
         let mut overlapped = false;
+        let split = Split::new(filter);
         for rules in self.sections(who) {
             for r in rules.iter().filter(|r| r.access.has_read()) {
-                if r.pattern.covers(filter, who) {
+                if r.pattern.covers_split(&split, who) {
                     return if r.allow {
                         SubDecision::Allowed { exact: !overlapped }
                     } else {

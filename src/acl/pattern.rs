@@ -198,10 +198,21 @@ impl Pattern {
 
     /// Does `topic` (a topic name: no wildcards) match?
     pub fn matches(&self, topic: &str, who: &Who<'_>) -> bool {
-        if !self.applies(who) || (topic.starts_with('$') && !self.dollar) {
+        self.matches_split(&Split::new(topic), who)
+    }
+
+    /// [`Pattern::matches`] on a topic split once for many patterns.
+    pub fn matches_split(&self, topic: &Split<'_>, who: &Who<'_>) -> bool {
+        if !self.applies(who) || (topic.dollar() && !self.dollar) {
             return false;
         }
-        let mut t = topic.split('/');
+        match topic.levels() {
+            Some(levels) => self.match_levels(levels.iter().copied(), who),
+            None => self.match_levels(topic.whole.split('/'), who),
+        }
+    }
+
+    fn match_levels<'t>(&self, mut t: impl Iterator<Item = &'t str>, who: &Who<'_>) -> bool {
         for l in self.levels.iter() {
             let ok = match (l, t.next()) {
                 (Level::Hash, _) => return true,
@@ -220,11 +231,22 @@ impl Pattern {
     /// Is every topic the (valid, non-shared) filter `filter` can match also matched by
     /// this pattern?
     pub fn covers(&self, filter: &str, who: &Who<'_>) -> bool {
+        self.covers_split(&Split::new(filter), who)
+    }
+
+    /// [`Pattern::covers`] on a filter split once for many patterns.
+    pub fn covers_split(&self, filter: &Split<'_>, who: &Who<'_>) -> bool {
         // A filter starting with `$` only matches `$` topics (its first level is a literal).
-        if !self.applies(who) || (filter.starts_with('$') && !self.dollar) {
+        if !self.applies(who) || (filter.dollar() && !self.dollar) {
             return false;
         }
-        let mut f = filter.split('/');
+        match filter.levels() {
+            Some(levels) => self.cover_levels(levels.iter().copied(), who),
+            None => self.cover_levels(filter.whole.split('/'), who),
+        }
+    }
+
+    fn cover_levels<'f>(&self, mut f: impl Iterator<Item = &'f str>, who: &Who<'_>) -> bool {
         for l in self.levels.iter() {
             let ok = match (l, f.next()) {
                 (Level::Hash, _) => return true,
@@ -270,6 +292,42 @@ impl Pattern {
             }
         }
         matches!(f.next(), None | Some("#"))
+    }
+}
+
+/// Levels held on the stack by [`Split`]; deeper topics are split again per pattern.
+const FAST_LEVELS: usize = 16;
+
+/// A topic name or filter split into levels once, on the stack, so that checking it
+/// against many patterns does not search for `/` again for each (no allocation).
+pub struct Split<'a> {
+    whole: &'a str,
+    buf: [&'a str; FAST_LEVELS],
+    /// Levels in `buf`; `FAST_LEVELS + 1`: too many, use `whole`.
+    n: usize,
+}
+
+impl<'a> Split<'a> {
+    pub fn new(whole: &'a str) -> Split<'a> {
+        let mut buf = [""; FAST_LEVELS];
+        let mut n = 0;
+        for l in whole.split('/') {
+            if n == FAST_LEVELS {
+                n += 1;
+                break;
+            }
+            buf[n] = l;
+            n += 1;
+        }
+        Split { whole, buf, n }
+    }
+
+    fn levels(&self) -> Option<&[&'a str]> {
+        self.buf.get(..self.n)
+    }
+
+    fn dollar(&self) -> bool {
+        self.whole.starts_with('$')
     }
 }
 

@@ -38,18 +38,13 @@ impl Shard {
             return true;
         }
         Metrics::inc(&self.metrics.publishes_denied_acl);
-        tracing::debug!(
-            conn = conn.id,
-            client = %st.client_id,
-            user = conn.user().unwrap_or(""),
-            topic,
-            "publish refused by the ACL"
-        );
+        self.acl_refused(conn, &st.client_id, topic, "publish");
         false
     }
 
     /// May this connection subscribe to `filter` (shared subscriptions: the filter after
-    /// `$share/{group}/`)? Counted and logged when not.
+    /// `$share/{group}/`)? Counted and logged when not. Call before the subscription is
+    /// added: it keeps the session's `acl_clean` (see [`SessionCell::acl_clean`]).
     pub fn acl_may_subscribe(&self, conn: &Conn, filter: &str) -> bool {
         let Some(store) = &self.global.acl else {
             return true;
@@ -57,18 +52,28 @@ impl Shard {
         let inner = parse_shared(filter).map_or(filter, |(_, f)| f);
         let st = conn.session.state.borrow();
         let who = Who::new(conn.user(), &st.client_id);
-        if self.acl_view(store).can_subscribe(&who, inner) != SubDecision::Denied {
+        let decision = self.acl_view(store).can_subscribe(&who, inner);
+        if let SubDecision::Allowed { exact } = decision {
+            let cell = &conn.session;
+            let generation = self.acl_gen.get();
+            let clean_so_far = cell.acl_clean.get() == generation || st.subs.is_empty();
+            cell.acl_clean
+                .set(if exact && clean_so_far { generation } else { 0 });
             return true;
         }
+        self.acl_refused(conn, &st.client_id, filter, "subscription");
         Metrics::inc(&self.metrics.subscriptions_denied_acl);
+        false
+    }
+
+    fn acl_refused(&self, conn: &Conn, client: &str, topic: &str, what: &str) {
         tracing::debug!(
             conn = conn.id,
-            client = %st.client_id,
+            client,
             user = conn.user().unwrap_or(""),
-            filter,
-            "subscription refused by the ACL"
+            topic,
+            "{what} refused by the ACL"
         );
-        false
     }
 
     /// May a will (or another message published for a client that may be gone) go to
@@ -95,11 +100,15 @@ impl Shard {
 
     /// May the session `cell` receive a message published to `topic`? Asked for every
     /// delivery (online or offline, shared or not, retained on subscribe) with the user
-    /// name of the session's latest connection. Counted when not.
+    /// name of the session's latest connection, unless all of the session's subscriptions
+    /// were found fully readable under the ACL in force. Counted when not.
     pub(super) fn acl_may_deliver(&self, cell: &SessionCell, topic: &str) -> bool {
         let Some(store) = &self.global.acl else {
             return true;
         };
+        if cell.acl_clean.get() == store.generation() {
+            return true;
+        }
         let st = cell.state.borrow();
         let user = cell.user.borrow();
         let who = Who::new(user.as_deref(), &st.client_id);

@@ -188,3 +188,24 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn deep_topics_take_the_slow_path_with_the_same_answers() {
+    // Past FAST_LEVELS levels, the topic is split again per pattern.
+    for depth in [
+        FAST_LEVELS - 1,
+        FAST_LEVELS,
+        FAST_LEVELS + 1,
+        FAST_LEVELS + 5,
+    ] {
+        let topic = vec!["x"; depth].join("/");
+        assert!(p("x/#").matches(&topic, &ANON), "{depth}");
+        assert!(p(&topic).matches(&topic, &ANON), "{depth}");
+        let plus = vec!["+"; depth].join("/");
+        assert!(p(&plus).matches(&topic, &ANON), "{depth}");
+        assert!(p(&plus).covers(&plus, &ANON), "{depth}");
+        assert!(!p(&plus).matches(&format!("{topic}/x"), &ANON), "{depth}");
+        assert!(!p(&plus).covers(&format!("{plus}/#"), &ANON), "{depth}");
+        assert!(p("x/#").covers(&format!("{plus}/#").replacen('+', "x", 1), &ANON));
+    }
+}
