@@ -55,6 +55,9 @@ pub enum StartError {
     /// The enhanced-authentication credentials could not be loaded.
     #[error("{0}")]
     Auth(#[from] crate::auth::scram::CredentialError),
+    /// The ACL file could not be loaded.
+    #[error("{0}")]
+    Acl(#[from] crate::acl::AclError),
     /// An executor failed to start or run.
     #[error("shard failed: {0}")]
     Shard(String),
@@ -224,6 +227,14 @@ pub fn run(
         }
     }
     let auth = Arc::new(Registry::from_config(cfg.auth_scram_file.as_deref())?);
+    let acl = match &cfg.acl_file {
+        Some(path) => {
+            let store = crate::acl::AclStore::load(path)?;
+            tracing::info!("ACL {}: {}", path.display(), store.current().summary());
+            Some(store)
+        }
+        None => None,
+    };
     // Resolve port 0 once so every shard binds the same port: bind (no listen) a
     // reuseport socket to learn the port, keep it until the shards are listening.
     let mut probes = Vec::new();
@@ -251,6 +262,7 @@ pub fn run(
     }
     let global = Arc::new(Global {
         listeners: listeners.clone(),
+        acl,
         ..Global::default()
     });
     install_signals(global.clone(), on_hup);

@@ -159,6 +159,11 @@ pub struct Cli {
     /// snapshot's size) [default: 67108864].
     #[arg(long, value_name = "BYTES")]
     pub compact_bytes: Option<u64>,
+    /// ACL file: which clients may publish to and receive from which topics (format in
+    /// docs/acl.md; re-read on reload, a bad file keeps the previous ACL) [default: none =
+    /// every client may publish and subscribe to everything].
+    #[arg(long, value_name = "FILE")]
+    pub acl_file: Option<PathBuf>,
 }
 
 /// The effective configuration. Cloned into every shard at start; immutable afterwards.
@@ -204,6 +209,7 @@ pub struct Config {
     pub sync_interval_us: u64,
     pub segment_size: usize,
     pub compact_bytes: u64,
+    pub acl_file: Option<PathBuf>,
 }
 
 /// The plain listener's address, or off.
@@ -280,6 +286,7 @@ impl Default for Config {
             sync_interval_us: 1000,
             segment_size: 64 * 1024 * 1024,
             compact_bytes: 64 * 1024 * 1024,
+            acl_file: None,
         }
     }
 }
@@ -353,7 +360,8 @@ impl Config {
             durability,
             sync_interval_us,
             segment_size,
-            compact_bytes
+            compact_bytes,
+            acl_file
         );
         if cli.cpus.is_some() {
             cfg.cpus = cli.cpus.clone();

@@ -26,8 +26,18 @@ use crate::shard::{SessionCell, Shard};
 #[derive(Default)]
 pub struct SessionTimers {
     due: BTreeSet<(u64, SessionKey)>,
-    /// Wills waiting for their delay: due time, will, publisher's client id.
-    wills: AHashMap<SessionKey, (u64, Box<LastWill>, Utf8Bytes)>,
+    /// Wills waiting for their delay.
+    wills: AHashMap<SessionKey, PendingWill>,
+}
+
+/// A will waiting for its delay, with the identity it is authorized with.
+struct PendingWill {
+    due: u64,
+    will: Box<LastWill>,
+    /// The publisher's client id.
+    origin: Utf8Bytes,
+    /// The user name of the connection that set it (`None`: anonymous).
+    user: Option<Utf8Bytes>,
 }
 
 /// The Publication a will becomes: its 5.0 properties travel with it (minus the Will Delay
@@ -57,12 +67,14 @@ pub fn expiry_of(p: &Properties) -> Option<Instant> {
 impl Shard {
     /// A connection ended: publish or schedule its will, and end the session now or
     /// schedule its expiry. `current`: the connection was still the session's (not taken
-    /// over by a newer one).
+    /// over by a newer one). `user`: the connection's user name (the will is authorized
+    /// with it when published).
     pub fn connection_ended(
         self: &Rc<Self>,
         cell: &Rc<SessionCell>,
         current: bool,
         will: Option<Box<LastWill>>,
+        user: Option<Utf8Bytes>,
     ) {
         let now = self.now_ms();
         let origin = || cell.state.borrow().client_id.clone();
@@ -73,7 +85,7 @@ impl Shard {
             if let Some(w) = will {
                 let delayed = w.properties.will_delay_interval.unwrap_or(0) > 0;
                 if !delayed || !self.has_session(cell) {
-                    self.publish_will(w, origin());
+                    self.publish_will(w, origin(), user.as_deref());
                 }
             }
             return;
@@ -82,14 +94,20 @@ impl Shard {
         if let Some(w) = will {
             let delay = w.properties.will_delay_interval.unwrap_or(0);
             if delay == 0 || expiry == 0 {
-                self.publish_will(w, origin());
+                self.publish_will(w, origin(), user.as_deref());
             } else {
                 // If the session expires first, its end publishes the will.
                 let at = now + u64::from(delay) * 1000;
                 let key = cell.key;
                 let mut t = self.timers.borrow_mut();
                 t.due.insert((at, key));
-                t.wills.insert(key, (at, w, origin()));
+                let pending = PendingWill {
+                    due: at,
+                    will: w,
+                    origin: origin(),
+                    user,
+                };
+                t.wills.insert(key, pending);
             }
         }
         if expiry == 0 {
@@ -118,8 +136,8 @@ impl Shard {
         if at != 0 {
             t.due.remove(&(at, cell.key));
         }
-        if let Some((due, _, _)) = t.wills.remove(&cell.key) {
-            t.due.remove(&(due, cell.key));
+        if let Some(w) = t.wills.remove(&cell.key) {
+            t.due.remove(&(w.due, cell.key));
             Metrics::inc(&self.metrics.wills_cancelled);
         }
     }
@@ -134,19 +152,24 @@ impl Shard {
                 t.due.remove(&(at, cell.key));
             }
             let will = t.wills.remove(&cell.key);
-            if let Some((due, _, _)) = &will {
-                t.due.remove(&(*due, cell.key));
+            if let Some(w) = &will {
+                t.due.remove(&(w.due, cell.key));
             }
             will
         };
-        if let Some((_, w, origin)) = will {
-            self.publish_will(w, origin);
+        if let Some(w) = will {
+            self.publish_will(w.will, w.origin, w.user.as_deref());
         }
         self.shared_session_ending(cell);
         self.remove_session(cell);
     }
 
-    pub fn publish_will(&self, w: Box<LastWill>, origin: Utf8Bytes) {
+    /// Publish a will for the client `origin`, connected as `user`, if the ACL lets it
+    /// write the will's topic (a refused will is dropped, counted).
+    pub fn publish_will(&self, w: Box<LastWill>, origin: Utf8Bytes, user: Option<&str>) {
+        if !self.acl_may_publish_will(user, &origin, &w.topic) {
+            return;
+        }
         // [MQTT-3.1.2-8] the will is published when the connection ends without DISCONNECT.
         Metrics::inc(&self.metrics.wills_published);
         let _routed = self.publish(self.broker_publication(will_publication(w, origin)));
@@ -170,12 +193,12 @@ impl Shard {
             let will = {
                 let mut t = self.timers.borrow_mut();
                 match t.wills.get(&key) {
-                    Some((due, _, _)) if *due <= now => t.wills.remove(&key),
+                    Some(w) if w.due <= now => t.wills.remove(&key),
                     _ => None,
                 }
             };
-            if let Some((_, w, origin)) = will {
-                self.publish_will(w, origin);
+            if let Some(w) = will {
+                self.publish_will(w.will, w.origin, w.user.as_deref());
             }
             let Some(cell) = self.session_by_key(key) else {
                 continue;

@@ -13,6 +13,7 @@
 //! | [`pressure`] | publisher flow control: congested subscribers pause their publishers, slow consumers | one shard |
 //! | [`listener`] | listener settings (plain/TLS, per-listener limits) and connection admission: counts, accept rate, per-address rate | built at start, shared by every shard; each accept loop owns its rate bucket |
 //! | [`tls`] | TLS settings → rustls server config (PEM files, mutual TLS), user name from a client certificate | built at start, shared read-only; a connection's record layer is `rt::tls` |
+//! | [`acl`] | authorization: the ACL file (sections, allow/deny rules, `%u`/`%c` patterns), read/write/subscribe decisions, lock-free reload | parsed once per (re)load, shared read-only by every shard |
 //! | [`auth`] | MQTT 5 enhanced authentication: method trait, registry, SCRAM-SHA-256 (sans-IO) | registry built at start, shared read-only by every shard; an exchange per connection |
 //! | [`rt`] | the only glommio-facing code: sockets, mesh outboxes, notify primitives, the parking lot for idle sockets | per shard |
 //! | [`metrics`] | per-shard counters (every enforced limit is counted) | one shard |
@@ -25,6 +26,7 @@
 //! delivery inline) → each destination matches its local subscriber trie → `session`
 //! queues → the subscriber's `conn` writer encodes and writes.
 
+pub mod acl;
 pub mod auth;
 pub mod bench;
 pub mod broker;

@@ -96,6 +96,14 @@ counters! {
     publisher_pauses,
     /// Sessions declared slow consumers (congested past `slow_consumer_ms`).
     slow_consumers,
+    /// PUBLISH packets refused by the ACL (5.0: PUBACK/PUBREC 0x87; 3.1.x: dropped, acked).
+    publishes_denied_acl,
+    /// SUBSCRIBE filters refused by the ACL (SUBACK 0x87 / 0x80).
+    subscriptions_denied_acl,
+    /// Will messages not published because the ACL refused their topic.
+    wills_denied_acl,
+    /// Messages not delivered to a session because the ACL refused it read access.
+    deliveries_denied_acl,
     /// Idle connections parked (tasks dropped, socket watched by the shard's epoll set).
     parks,
     /// Parked connections resumed (input, messages to send, or close).

@@ -35,6 +35,7 @@ use crate::rt::park::Parking;
 use crate::rt::sync::{Countdown, Notify};
 use crate::session::{Delivery, Enqueued, Limits, Publication, Session};
 
+mod acl;
 mod durable;
 mod share;
 
@@ -47,7 +48,7 @@ const PEER_TIMEOUT: Duration = Duration::from_secs(5);
 /// message before the connection is closed without it (a peer this slow is broken).
 const BARRIER_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// Process-wide state shared by all shards (atomics only).
+/// Process-wide state shared by all shards (atomics and lock-free swaps only).
 #[derive(Debug, Default)]
 pub struct Global {
     /// Open client connections across all shards (for `max_connections`).
@@ -56,12 +57,21 @@ pub struct Global {
     pub shutdown: AtomicBool,
     /// Every listener, in configuration order (a connection's `listener` indexes it).
     pub listeners: Vec<Arc<crate::listener::Listener>>,
+    /// The ACL (`acl_file`), reloadable; `None`: no authorization, every check passes.
+    pub acl: Option<crate::acl::AclStore>,
 }
 
 impl Global {
     /// Re-read the files that may change while the broker runs (SIGHUP); connections stay.
     /// Each part logs what it did; a file that fails to load leaves the old state in force.
-    pub fn reload(&self) {}
+    pub fn reload(&self) {
+        if let Some(acl) = &self.acl {
+            match acl.reload() {
+                Ok(summary) => tracing::info!("ACL reloaded: {summary}"),
+                Err(e) => tracing::error!("ACL not reloaded (the previous one stays): {e}"),
+            }
+        }
+    }
 }
 
 /// What travels on the data mesh.
@@ -192,6 +202,13 @@ pub struct SessionCell {
     pub log_broken: Cell<bool>,
     /// Wall-clock ms since when the session has been offline (0 = online); logged.
     pub offline_ms: Cell<u64>,
+    /// The user name of the session's latest connection (`None`: anonymous); deliveries to
+    /// the session are authorized with it, also while it is offline. Logged.
+    pub user: RefCell<Option<Utf8Bytes>>,
+    /// ACL generation under which every subscription of the session, for its current
+    /// user, was fully covered by an allow rule that no deny overlaps: its deliveries need
+    /// no read check while the generation stays. 0: unknown, check each delivery.
+    pub acl_clean: Cell<u64>,
 }
 
 #[derive(Default)]
@@ -265,6 +282,10 @@ pub struct Shard {
     recent_seen: RefCell<std::collections::VecDeque<u64>>,
     /// The durable log (`None` with durability none).
     journal: Option<Rc<crate::journal::Journal>>,
+    /// This shard's copy of the ACL in force and the store generation it was taken at
+    /// (see `shard/acl.rs`).
+    acl_cache: RefCell<Arc<crate::acl::Acl>>,
+    acl_gen: Cell<u64>,
 }
 
 /// Stable hash (FNV-1a) for placing client ids and retained topics on shards. Stable
@@ -346,6 +367,8 @@ impl Shard {
             timers: RefCell::default(),
             recent_seen: RefCell::default(),
             journal,
+            acl_cache: RefCell::default(),
+            acl_gen: Cell::new(0),
         })
     }
 
@@ -380,14 +403,15 @@ impl Shard {
 
     // ---- sessions ---------------------------------------------------------------------
 
-    /// Find or create the session for `client_id`. With `clean`, an existing session is
-    /// discarded first [MQTT-3.1.2-6]. Returns the cell and whether state was resumed
-    /// (the CONNACK session-present flag).
+    /// Find or create the session for `client_id`, connected as `user`. With `clean`, an
+    /// existing session is discarded first [MQTT-3.1.2-6]. Returns the cell and whether
+    /// state was resumed (the CONNACK session-present flag).
     pub fn open_session(
         self: &Rc<Self>,
         client_id: &Utf8Bytes,
         clean: bool,
         expiry: u32,
+        user: Option<&Utf8Bytes>,
     ) -> (Rc<SessionCell>, bool) {
         let existing = {
             let s = self.sessions.borrow();
@@ -398,6 +422,10 @@ impl Shard {
         if let Some(cell) = existing {
             if !clean {
                 cell.expiry.set(expiry);
+                if cell.user.replace(user.cloned()).as_ref() != user {
+                    // Its subscriptions were judged for another user.
+                    cell.acl_clean.set(0);
+                }
                 self.session_resumed(&cell);
                 self.log_session_open(&cell);
                 return (cell, true);
@@ -413,6 +441,7 @@ impl Shard {
             self.end_session(&cell);
         }
         let cell = self.new_session(client_id, expiry);
+        cell.user.replace(user.cloned());
         self.log_session_open(&cell);
         (cell, false)
     }
@@ -432,6 +461,8 @@ impl Shard {
             logged: Cell::new(false),
             log_broken: Cell::new(false),
             offline_ms: Cell::new(0),
+            user: RefCell::new(None),
+            acl_clean: Cell::new(0),
         });
         s.by_id.insert(client_id.clone(), key);
         s.cells.insert(key, cell.clone());
@@ -743,8 +774,12 @@ impl Shard {
         }
     }
 
-    /// Queue one message for one session and wake its writer.
+    /// Queue one message for one session and wake its writer, if the session may read it
+    /// (ACL).
     pub fn deliver(&self, cell: &Rc<SessionCell>, d: Delivery) {
+        if self.global.acl.is_some() && !self.acl_may_deliver(cell, &d.msg.topic) {
+            return;
+        }
         let mut st = cell.state.borrow_mut();
         // The record is written only once the delivery is queued; it needs the delivery,
         // which the queue takes (a clone is a refcount bump, and only for logged ones).

@@ -135,3 +135,42 @@ fn sighup_reloads_the_log_level_without_dropping_connections() {
     late.publish_confirmed("hup/2", QoS::AtLeastOnce, false, "after broken");
     assert_eq!(&early.recv().payload[..], b"after broken");
 }
+
+#[test]
+fn sighup_reloads_the_acl_for_new_subscriptions_and_every_delivery() {
+    let dir = std::env::temp_dir().join(format!("ringmq-hup-aclfile-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let acl = dir.join("acl");
+    std::fs::write(&acl, "default deny\nall\nallow readwrite feed/#\n").unwrap();
+    let b = FileBroker::start(
+        "acl",
+        &format!("acl_file = {:?}\n", acl.display().to_string()),
+    );
+    let mut sub = TestClient::connect_opts(b.opts("reader"));
+    sub.subscribe("feed/#", QoS::AtLeastOnce);
+    let mut publ = TestClient::connect_opts(b.opts("writer"));
+    publ.publish_confirmed("feed/a", QoS::AtLeastOnce, false, "before");
+    assert_eq!(&sub.recv().payload[..], b"before");
+
+    // Writing stays allowed, reading `feed/secret/#` is now denied.
+    std::fs::write(
+        &acl,
+        "default deny\nall\ndeny read feed/secret/#\nallow readwrite feed/#\n",
+    )
+    .unwrap();
+    b.hangup_until("ACL reloaded");
+    publ.publish_confirmed("feed/secret/x", QoS::AtLeastOnce, false, "hidden");
+    publ.publish_confirmed("feed/b", QoS::AtLeastOnce, false, "after");
+    // The existing subscription (and connection) stays; the denied topic is filtered.
+    assert_eq!(&sub.recv().payload[..], b"after");
+    sub.expect_no_publish(Duration::from_millis(300));
+
+    // A broken ACL is refused with its line; the reloaded one stays in force.
+    std::fs::write(&acl, "default deny\nall\nallow sometimes feed/#\n").unwrap();
+    b.hangup_until("ACL not reloaded");
+    assert!(b.log().contains("line 3"), "{}", b.log());
+    publ.publish_confirmed("feed/secret/y", QoS::AtLeastOnce, false, "hidden too");
+    publ.publish_confirmed("feed/c", QoS::AtLeastOnce, false, "still");
+    assert_eq!(&sub.recv().payload[..], b"still");
+    let _ = std::fs::remove_dir_all(&dir);
+}

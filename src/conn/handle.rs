@@ -115,6 +115,12 @@ pub(super) fn handle(shard: &Rc<Shard>, conn: &Rc<Conn>, p: Packet, held: &mut H
             }
             let pkid = p.pkid;
             let qos = p.qos;
+            if !shard.acl_may_publish(conn, &p.topic) {
+                // Checked before anything is logged or routed: a refused message never
+                // reaches the log, the retained store or a subscriber.
+                refuse_acl(shard, conn, held, qos, pkid);
+                return Flow::Continue;
+            }
             let fresh = match qos {
                 QoS::ExactlyOnce => {
                     let mut st = conn.session.state.borrow_mut();
@@ -317,6 +323,23 @@ fn refuse_unlogged(
     Flow::Continue
 }
 
+/// A publish the ACL refused. 5.0: PUBACK/PUBREC 0x87 (Not authorized); 3.1.x has no way
+/// to say no but closing, and the spec allows a positive acknowledgement instead
+/// [MQTT-3.3.5-2]: the message is dropped and acknowledged as usual. QoS 0: dropped.
+fn refuse_acl(shard: &Shard, conn: &Conn, held: &mut Held, qos: QoS, pkid: u16) {
+    let mut a = ack(pkid);
+    if conn.version.is_v5() {
+        a.reason = reason::NOT_AUTHORIZED;
+    }
+    match qos {
+        QoS::AtMostOnce => {}
+        QoS::AtLeastOnce => send_ack(shard, conn, held, &Packet::PubAck(a)),
+        // Nothing is remembered: 5.0 ends the exchange with the failure code; a 3.1.x
+        // PUBREL for it is answered with PUBCOMP like any unknown one.
+        QoS::ExactlyOnce => send_ack(shard, conn, held, &Packet::PubRec(a)),
+    }
+}
+
 pub(super) fn ack(pkid: u16) -> PubResp {
     PubResp {
         pkid,
@@ -344,6 +367,16 @@ pub(super) async fn subscribe(shard: &Rc<Shard>, conn: &Rc<Conn>, s: Subscribe) 
         // The decoder validated `$share/{name}/{filter}` [MQTT-4.8.2-1, MQTT-4.8.2-2] and
         // refused No Local on it [MQTT-3.8.3-4].
         let shared = filter.starts_with(crate::proto::topic::SHARE_PREFIX);
+        if !shard.acl_may_subscribe(conn, &filter) {
+            // 5.0: 0x87 Not authorized; 3.1.1: 0x80 Failure [MQTT-3.9.3-1]. The other
+            // filters of the SUBSCRIBE are handled as usual.
+            codes.push(if conn.version.is_v5() {
+                reason::NOT_AUTHORIZED
+            } else {
+                0x80
+            });
+            continue;
+        }
         let existed = {
             let mut st = conn.session.state.borrow_mut();
             if !st.subs.contains_key(filter.as_str())

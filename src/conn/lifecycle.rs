@@ -160,7 +160,7 @@ pub(super) fn teardown(shard: &Rc<Shard>, conn: &Rc<Conn>, graceful: bool) {
     // A normal DISCONNECT already discarded the will [MQTT-3.14.4-3]; what is left is
     // published now or after its delay ([`crate::expiry`]).
     let will = conn.will.borrow_mut().take();
-    shard.connection_ended(&cell, current, will);
+    shard.connection_ended(&cell, current, will, conn.user.clone());
     shard.release_connection(conn.listener);
     tracing::debug!(conn = conn.id, graceful, "connection closed");
 }

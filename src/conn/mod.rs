@@ -117,6 +117,7 @@ pub mod reason {
     pub const KEEP_ALIVE_TIMEOUT: u8 = 0x8D;
     pub const SESSION_TAKEN_OVER: u8 = 0x8E;
     pub const RECEIVE_MAXIMUM_EXCEEDED: u8 = 0x93;
+    pub const NOT_AUTHORIZED: u8 = 0x87;
     pub const QUOTA_EXCEEDED: u8 = 0x97;
     pub const RETAIN_NOT_SUPPORTED: u8 = 0x9A;
     pub const QOS_NOT_SUPPORTED: u8 = 0x9B;
@@ -595,7 +596,7 @@ async fn serve(shard: Rc<Shard>, io: Rc<Io>, hello: Hello, rest: BytesMut) {
     let props = props.unwrap_or_default();
     let expiry_asked = props.session_expiry_interval.unwrap_or(0);
     let expiry = v5::session_expiry(version, clean_start, expiry_asked, cfg.max_session_expiry);
-    let (cell, present) = shard.open_session(&client_id, clean_start, expiry);
+    let (cell, present) = shard.open_session(&client_id, clean_start, expiry, user.as_ref());
     cell.state
         .borrow_mut()
         .set_window(props.receive_maximum, shard.limits.max_inflight);

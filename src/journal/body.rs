@@ -8,7 +8,7 @@
 //! | `MSG` | a message (QoS ≥ 1 publish, or a copy carried forward) | id, expiry, origin, encoded v5 PUBLISH |
 //! | `RETAIN` | the retained message of a topic | as `MSG` |
 //! | `RETAIN_DEL` | | topic |
-//! | `SESSION` | a session (`sid`) | expiry, offline-since, client id; flag [`RESET`]: forget its state first, N records restate it |
+//! | `SESSION` | a session (`sid`) | expiry, offline-since, client id, user name (authorization); flag [`RESET`]: forget its state first, N records restate it |
 //! | `SESSION_END` | | sid |
 //! | `SUB` / `UNSUB` | a subscription (sid, filter) | options, identifier |
 //! | `ENQ` | a queued delivery: appended to the session's queue | message id, QoS, flags, sub ids, share |
@@ -108,6 +108,9 @@ pub enum Rec<'a> {
         /// replay keeps the state from before it.
         restated: u32,
         client_id: &'a [u8],
+        /// The user name of the session's latest connection (`None`: anonymous): deliveries
+        /// to the session are authorized with it after a restart too.
+        user: Option<&'a [u8]>,
     },
     SessionEnd {
         sid: u64,
@@ -298,6 +301,11 @@ pub fn decode(kind: u8, body: &[u8]) -> Option<Rec<'_>> {
             offline_ms: r.u64()?,
             restated: r.u32()?,
             client_id: r.bytes()?,
+            user: match r.u8()? {
+                0 => None,
+                1 => Some(r.bytes()?),
+                _ => return None,
+            },
         },
         kind::SESSION_END => Rec::SessionEnd { sid: r.u64()? },
         kind::SUB => Rec::Sub {
@@ -383,13 +391,18 @@ pub fn encode(out: &mut Vec<u8>, rec: &Rec<'_>) -> u8 {
             offline_ms,
             restated,
             client_id,
+            user,
         } => {
-            W(out)
-                .u64(*sid)
+            let mut w = W(out);
+            w.u64(*sid)
                 .u32(*expiry)
                 .u64(*offline_ms)
                 .u32(*restated)
                 .bytes(client_id);
+            match user {
+                None => w.u8(0),
+                Some(u) => w.u8(1).bytes(u),
+            };
             kind::SESSION
         }
         Rec::SessionEnd { sid } => {
@@ -501,6 +514,15 @@ mod tests {
                 offline_ms: 5,
                 restated: 3,
                 client_id: b"c",
+                user: Some(b"alice"),
+            },
+            Rec::Session {
+                sid: 2,
+                expiry: 0,
+                offline_ms: 0,
+                restated: 0,
+                client_id: b"d",
+                user: None,
             },
             Rec::SessionEnd { sid: 1 },
             Rec::Sub {

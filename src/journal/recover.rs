@@ -57,6 +57,8 @@ pub enum RFlight {
 #[derive(Debug)]
 pub struct RSession {
     pub client_id: Utf8Bytes,
+    /// The user name of its latest connection (authorization of its deliveries).
+    pub user: Option<Utf8Bytes>,
     pub expiry: u32,
     /// Wall-clock ms since when it has been offline (the crash time is unknown: sessions that
     /// were online count as offline from the restart).
@@ -229,6 +231,7 @@ enum OFlight {
 #[derive(Debug, Default)]
 struct OSession {
     client_id: Vec<u8>,
+    user: Option<Vec<u8>>,
     expiry: u32,
     offline_ms: u64,
     subs: AHashMap<Vec<u8>, (u8, u32)>,
@@ -377,6 +380,7 @@ impl Fold {
                 expiry,
                 offline_ms,
                 client_id,
+                user,
                 ..
             } => {
                 let key = (shard, sid);
@@ -385,6 +389,7 @@ impl Fold {
                 }
                 let s = self.sessions.entry(key).or_default();
                 s.client_id = client_id.to_vec();
+                s.user = user.map(<[u8]>::to_vec);
                 s.expiry = expiry;
                 s.offline_ms = offline_ms;
                 if flags & RESET != 0 {
@@ -628,6 +633,12 @@ impl Fold {
             subs.sort_by(|a, b| a.0.as_str().cmp(b.0.as_str()));
             st.sessions.push(RSession {
                 client_id: Utf8Bytes::from(client_id),
+                // A user name that is not UTF-8 cannot come from a CONNECT: anonymous.
+                user: s
+                    .user
+                    .as_deref()
+                    .and_then(|u| std::str::from_utf8(u).ok())
+                    .map(Utf8Bytes::from),
                 expiry: s.expiry,
                 offline_ms: if s.offline_ms == 0 {
                     now_wall

@@ -147,6 +147,7 @@ impl Shard {
                     offline_ms: cell.offline_ms.get(),
                     restated: restated.min(u32::MAX as usize) as u32,
                     client_id: st.client_id.as_bytes(),
+                    user: cell.user.borrow().as_deref().map(str::as_bytes),
                 },
                 RESET,
             )
@@ -240,6 +241,7 @@ impl Shard {
                 offline_ms: cell.offline_ms.get(),
                 restated: 0,
                 client_id: st.client_id.as_bytes(),
+                user: cell.user.borrow().as_deref().map(str::as_bytes),
             },
         );
     }
@@ -415,6 +417,7 @@ impl Shard {
         let now = self.now_ms();
         for s in st.sessions {
             let cell = self.new_session(&s.client_id, s.expiry);
+            cell.user.replace(s.user.clone());
             cell.logged.set(true);
             cell.offline_ms.set(s.offline_ms);
             {

@@ -1040,6 +1040,7 @@ pub async fn next_from<T>(
     }
 }
 
+pub mod acl;
 pub mod auth;
 pub mod durable;
 pub mod subs;

@@ -146,6 +146,7 @@ impl Log {
                 offline_ms: 0,
                 restated,
                 client_id: b"c",
+                user: Some(b"alice"),
             },
             flags,
         );
@@ -372,6 +373,8 @@ fn replayed(segs: &[Vec<u8>]) -> Option<Model> {
     fold.replay(0, &maps, &mut report);
     let mut out = fold.place(1, 1, &mut report).pop()?;
     let s = out.sessions.pop()?;
+    // The user name authorizes the offline session's deliveries after a restart.
+    assert_eq!(s.user.as_deref(), Some("alice"));
     let num = |i: usize| u64::from_le_bytes(out.msgs[i].payload[..8].try_into().unwrap());
     Some(Model {
         subs: s
@@ -489,6 +492,7 @@ fn unfinished_qos2_routing_is_completed_once() {
                 offline_ms: 0,
                 restated: 0,
                 client_id: b"pub",
+                user: None,
             },
             0,
         );
@@ -517,6 +521,7 @@ fn unfinished_qos2_routing_is_completed_once() {
                     offline_ms: 0,
                     restated: 0,
                     client_id: cid,
+                    user: None,
                 },
                 0,
             );
