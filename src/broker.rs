@@ -46,6 +46,9 @@ pub enum StartError {
     /// The enhanced-authentication credentials could not be loaded.
     #[error("{0}")]
     Auth(#[from] crate::auth::scram::CredentialError),
+    /// The password file could not be loaded.
+    #[error("{0}")]
+    Passwords(String),
     /// An executor failed to start or run.
     #[error("shard failed: {0}")]
     Shard(String),
@@ -207,7 +210,11 @@ pub fn run(cfg: Config, on_ready: impl FnOnce(SocketAddr)) -> Result<(), StartEr
         }
     }
     let auth = Arc::new(Registry::from_config(cfg.auth_scram_file.as_deref())?);
-    let global = Arc::new(Global::default());
+    let global = Arc::new(Global {
+        passwords: crate::auth::Passwords::load(cfg.passwords())
+            .map_err(|e| StartError::Passwords(e.to_string()))?,
+        ..Global::default()
+    });
     install_signals(global.clone());
 
     // Resolve port 0 once so every shard binds the same port: bind (no listen) a
@@ -233,6 +240,11 @@ pub fn run(cfg: Config, on_ready: impl FnOnce(SocketAddr)) -> Result<(), StartEr
     let (ready_tx, ready_rx) = crossbeam::channel::unbounded::<Result<Phase, String>>();
     let mut builder = LocalExecutorPoolBuilder::new(placement)
         .ring_depth(1024)
+        // Each shard's blocking pool runs argon2 password checks (one at a time per shard,
+        // see conn::password_flow) and glommio's own blocking file calls (rename, remove).
+        // Two threads so file calls never queue behind a hash; unbound, because glommio's
+        // default pins every shard's pool to the first shard's CPU.
+        .blocking_thread_pool_placement(PoolPlacement::Unbound(2))
         .detect_stalls(Some(Box::new(|| {
             Box::new(glommio::DefaultStallDetectionHandler {})
         })));

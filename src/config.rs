@@ -129,6 +129,47 @@ pub struct Cli {
     /// snapshot's size) [default: 67108864].
     #[arg(long, value_name = "BYTES")]
     pub compact_bytes: Option<u64>,
+    /// Let clients connect without a user name (or with one no password back end checks)
+    /// [default: true without password_file, false with one].
+    #[arg(long, value_name = "BOOL")]
+    pub allow_anonymous: Option<bool>,
+    /// Password file: CONNECT user names and argon2id hashes, lines
+    /// `user:$argon2id$v=19$m=..,t=..,p=..$salt$hash` (written by `ringmq passwd`); re-read on
+    /// reload [default: none].
+    #[arg(long, value_name = "FILE")]
+    pub password_file: Option<PathBuf>,
+    /// Recent successful password checks remembered (a reconnecting device skips the argon2
+    /// run); 0 = none [default: 10000].
+    #[arg(long, value_name = "N")]
+    pub auth_cache_size: Option<usize>,
+    /// Password checks waiting per shard (they run one at a time off the shard); further
+    /// logins needing one are refused as server unavailable/busy [default: 128].
+    #[arg(long, value_name = "N")]
+    pub auth_verify_queue: Option<usize>,
+    /// Login failures from one address before its further attempts are delayed; 0 = never
+    /// delay [default: 5].
+    #[arg(long, value_name = "N")]
+    pub auth_throttle_after: Option<u32>,
+    /// First delay of a throttled address' CONNACK, doubled per further failure
+    /// [default: 250].
+    #[arg(long, value_name = "MILLIS")]
+    pub auth_throttle_base_ms: Option<u64>,
+    /// Longest delay of a throttled address' CONNACK (at most 60000) [default: 10000].
+    #[arg(long, value_name = "MILLIS")]
+    pub auth_throttle_max_ms: Option<u64>,
+    /// Addresses whose login failures are remembered (the oldest go first) [default: 65536].
+    #[arg(long, value_name = "N")]
+    pub auth_throttle_entries: Option<usize>,
+    /// A subcommand instead of running the broker.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+/// `ringmq <subcommand>`; without one, `ringmq` runs the broker.
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum Command {
+    /// Add, update (password from stdin) or delete (-D) a user of a password file.
+    Passwd(crate::auth::passwd_cmd::PasswdArgs),
 }
 
 /// The effective configuration. Cloned into every shard at start; immutable afterwards.
@@ -164,6 +205,15 @@ pub struct Config {
     pub sync_interval_us: u64,
     pub segment_size: usize,
     pub compact_bytes: u64,
+    /// `None` = the default: true unless `password_file` is set (see [`Config::anonymous`]).
+    pub allow_anonymous: Option<bool>,
+    pub password_file: Option<PathBuf>,
+    pub auth_cache_size: usize,
+    pub auth_verify_queue: usize,
+    pub auth_throttle_after: u32,
+    pub auth_throttle_base_ms: u64,
+    pub auth_throttle_max_ms: u64,
+    pub auth_throttle_entries: usize,
 }
 
 /// MQTT's largest encodable packet (remaining length 268,435,455 plus a 5-byte header).
@@ -203,6 +253,14 @@ impl Default for Config {
             sync_interval_us: 1000,
             segment_size: 64 * 1024 * 1024,
             compact_bytes: 64 * 1024 * 1024,
+            allow_anonymous: None,
+            password_file: None,
+            auth_cache_size: 10_000,
+            auth_verify_queue: 128,
+            auth_throttle_after: 5,
+            auth_throttle_base_ms: 250,
+            auth_throttle_max_ms: 10_000,
+            auth_throttle_entries: 65_536,
         }
     }
 }
@@ -274,8 +332,18 @@ impl Config {
             durability,
             sync_interval_us,
             segment_size,
-            compact_bytes
+            compact_bytes,
+            password_file,
+            auth_cache_size,
+            auth_verify_queue,
+            auth_throttle_after,
+            auth_throttle_base_ms,
+            auth_throttle_max_ms,
+            auth_throttle_entries
         );
+        if cli.allow_anonymous.is_some() {
+            cfg.allow_anonymous = cli.allow_anonymous;
+        }
         if cli.cpus.is_some() {
             cfg.cpus = cli.cpus.clone();
         }
@@ -334,6 +402,18 @@ impl Config {
         if self.sync_interval_us > 1_000_000 {
             return bad("sync_interval_us", "must be at most 1000000 (1 s)");
         }
+        if self.auth_verify_queue == 0 {
+            return bad("auth_verify_queue", "must be at least 1");
+        }
+        if self.auth_throttle_max_ms > 60_000 {
+            return bad("auth_throttle_max_ms", "must be at most 60000");
+        }
+        if self.auth_throttle_base_ms > self.auth_throttle_max_ms {
+            return bad(
+                "auth_throttle_base_ms",
+                "must be at most auth_throttle_max_ms",
+            );
+        }
         if self.listen_backlog <= 0 {
             return bad("listen_backlog", "must be positive");
         }
@@ -346,6 +426,29 @@ impl Config {
             }
         }
         Ok(())
+    }
+
+    /// Whether anonymous clients may connect: `allow_anonymous`, by default true unless a
+    /// password file is configured (a broker given passwords should not also let everyone
+    /// in by leaving the user name out).
+    pub fn anonymous(&self) -> bool {
+        self.allow_anonymous.unwrap_or(self.password_file.is_none())
+    }
+
+    /// The settings of [`crate::auth::Passwords`].
+    pub fn passwords(&self) -> crate::auth::service::Settings {
+        crate::auth::service::Settings {
+            allow_anonymous: self.anonymous(),
+            file: self.password_file.clone(),
+            cache_size: self.auth_cache_size,
+            verify_queue: self.auth_verify_queue,
+            throttle: crate::auth::throttle::Settings {
+                after: self.auth_throttle_after,
+                base: std::time::Duration::from_millis(self.auth_throttle_base_ms),
+                max: std::time::Duration::from_millis(self.auth_throttle_max_ms),
+                entries: self.auth_throttle_entries,
+            },
+        }
     }
 
     /// The `cpus` list parsed; empty when unset.
@@ -382,6 +485,40 @@ mod tests {
         assert_eq!(cfg.max_inflight, 7);
         assert_eq!(cfg.max_queued_messages, 1000);
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn anonymous_defaults_to_false_only_with_a_password_file() {
+        let cfg = Config::load(&Cli::parse_from(["ringmq"])).unwrap();
+        assert!(cfg.anonymous());
+        let cli = Cli::parse_from(["ringmq", "--password-file", "/p"]);
+        assert!(!Config::load(&cli).unwrap().anonymous());
+        let cli = Cli::parse_from([
+            "ringmq",
+            "--password-file",
+            "/p",
+            "--allow-anonymous",
+            "true",
+        ]);
+        assert!(Config::load(&cli).unwrap().anonymous());
+        let cli = Cli::parse_from(["ringmq", "--allow-anonymous", "false"]);
+        assert!(!Config::load(&cli).unwrap().passwords().allow_anonymous);
+        let cli = Cli::parse_from(["ringmq", "--auth-throttle-max-ms", "60001"]);
+        assert!(Config::load(&cli).is_err());
+    }
+
+    #[test]
+    fn passwd_is_a_subcommand_and_running_the_broker_stays_the_default() {
+        let cli = Cli::parse_from(["ringmq", "--shards", "1"]);
+        assert!(cli.command.is_none());
+        let cli = Cli::parse_from(["ringmq", "passwd", "-D", "f", "u"]);
+        match cli.command {
+            Some(Command::Passwd(a)) => {
+                assert!(a.delete);
+                assert_eq!((a.file.to_str(), a.user.as_str()), (Some("f"), "u"));
+            }
+            None => panic!("no subcommand"),
+        }
     }
 
     #[test]

@@ -54,6 +54,8 @@ pub struct Global {
     pub connections: AtomicUsize,
     /// Set by the signal thread on SIGTERM/SIGINT.
     pub shutdown: AtomicBool,
+    /// CONNECT user name/password authentication (reloadable password file).
+    pub passwords: crate::auth::Passwords,
 }
 
 /// What travels on the data mesh.

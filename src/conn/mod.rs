@@ -11,7 +11,8 @@
 //! This file: [`Conn`], accepting, the handshake and hand-off, and `serve` (a connection's
 //! start). `lifecycle`: the reader loop, park/resume, tear-down. `handle`: one packet from
 //! a client. `writer`: encoding and writing queued messages. `auth_flow`: MQTT 5 enhanced
-//! authentication (§4.12) in the handshake and re-authentication.
+//! authentication (§4.12) in the handshake and re-authentication. `password_flow`: CONNECT
+//! user name/password authentication and anonymous clients in the handshake.
 
 use std::cell::{Cell, RefCell};
 use std::os::unix::io::RawFd;
@@ -38,6 +39,7 @@ use crate::shard::{Ctrl, Handoff, PkidRec, SessionCell, Shard};
 mod auth_flow;
 mod handle;
 mod lifecycle;
+mod password_flow;
 mod v5;
 mod writer;
 
@@ -361,6 +363,10 @@ async fn handshake(shard: Rc<Shard>, stream: TcpStream) -> bool {
     let Some(rest) = authenticate(&shard, &io, &mut dec, &mut connect, rest, started).await else {
         return false;
     };
+    // User name/password (password file), anonymous clients, failure throttling.
+    if !password_flow::check_password(&shard, &io, &mut connect).await {
+        return false;
+    }
     let assigned = connect.client_id.is_empty();
     if assigned {
         // [MQTT-3.1.3-6] assign an id; pick one whose home is this shard (no hand-off).
