@@ -129,8 +129,9 @@ pub struct Cli {
     /// snapshot's size) [default: 67108864].
     #[arg(long, value_name = "BYTES")]
     pub compact_bytes: Option<u64>,
-    /// Let clients connect without a user name (or with one no password back end checks)
-    /// [default: true without password_file, false with one].
+    /// Let clients connect without a user name, or without a password back end to check one
+    /// (the user name is then kept unverified, as in mosquitto) [default: true without
+    /// password_file, false with one].
     #[arg(long, value_name = "BOOL")]
     pub allow_anonymous: Option<bool>,
     /// Password file: CONNECT user names and argon2id hashes, lines

@@ -11,7 +11,7 @@
 //! | [`expiry`] | session lifetimes after their connection, session expiry, delayed wills | one shard |
 //! | [`journal`] | the durable log: record framing, segments, the writer with group commit, snapshots, recovery | one shard (recovery: the main thread before shards start) |
 //! | [`pressure`] | publisher flow control: congested subscribers pause their publishers, slow consumers | one shard |
-//! | [`auth`] | MQTT 5 enhanced authentication: method trait, registry, SCRAM-SHA-256 (sans-IO) | registry built at start, shared read-only by every shard; an exchange per connection |
+//! | [`auth`] | MQTT 5 enhanced authentication: method trait, registry, SCRAM-SHA-256 (sans-IO); CONNECT user name/password: back-end trait, argon2id password file, cache of successful checks, failure throttle, `ringmq passwd` | registry built at start, shared read-only by every shard; an exchange per connection; the password back end in `shard::Global` (swapped on reload), its hashes run on each shard's blocking pool |
 //! | [`rt`] | the only glommio-facing code: sockets, mesh outboxes, notify primitives, the parking lot for idle sockets | per shard |
 //! | [`metrics`] | per-shard counters (every enforced limit is counted) | one shard |
 //! | [`config`] | defaults, TOML file, CLI flags | read-only copy per shard |

@@ -143,7 +143,7 @@ async fn anonymous_allowed_by_default_without_a_password_file() {
     let b = Broker::start();
     assert_eq!(rumqttc_v4(b.port(), "anon4", None).await, Ok(()));
     assert_eq!(rumqttc_v5(b.port(), "anon5", None).await, Ok(()));
-    // Nobody checks a user name here, so it is ignored (the client is anonymous), not refused.
+    // Nobody checks a user name here: like mosquitto, an open broker lets it in unverified.
     let with_name = Some(("anyone", "anything"));
     assert_eq!(rumqttc_v4(b.port(), "named4", with_name).await, Ok(()));
     expect_accepted(b.addr, &connect_v5_login("named5", Some("x"), Some("y")));
@@ -157,7 +157,7 @@ fn anonymous_refused_without_a_file_when_asked() {
         &connect_v311_login("a", None, None),
         NOT_AUTHORIZED_V311,
     );
-    // A user name nobody can check does not make the client less anonymous.
+    // A closed broker without a password file cannot verify a user name: refused too.
     let named = connect_v5_login("b", Some("alice"), Some("wonderland"));
     expect_refused(b.addr, &named, NOT_AUTHORIZED_V5);
 }

@@ -9,8 +9,12 @@
 //!
 //! Rules (applied by `conn::password_flow` in the CONNECT handshake):
 //! - `allow_anonymous` defaults to true without a `password_file` and to false with one.
-//! - A user name is an identity only once a back end accepted it (or SCRAM proved it): with
-//!   no back end configured, a CONNECT user name is ignored and the client is anonymous.
+//! - With a back end, a CONNECT user name is checked and kept (as `Conn::user()`) only if
+//!   its password is right. Without one (no `password_file`), nothing can check it: an open
+//!   broker (`allow_anonymous`, the default then) lets the client in and keeps the name
+//!   *unverified*, as mosquitto does, so ACL `%u` rules still see it; a closed broker
+//!   refuses the client (0x05 / 0x87). Per-user ACLs therefore protect anything only with a
+//!   password file (or SCRAM, or TLS client certificates) and `allow_anonymous = false`.
 
 use std::net::IpAddr;
 use std::path::PathBuf;

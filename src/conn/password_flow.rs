@@ -11,7 +11,10 @@
 //! Each shard runs at most one check at a time on its glommio blocking pool (two threads,
 //! configured in `broker::run`, so glommio's own blocking file calls are never stuck behind
 //! a hash), with at most `auth_verify_queue` waiting; throttling delays are timer sleeps.
-//! The waiting connection keeps its place in `max_connections` all along.
+//! A blocking thread lowers its own priority (nice 10) before its first hash, so under
+//! load the shard threads win the CPU; it stays niced for glommio's short file calls too
+//! (raising it back would need a privilege). The waiting connection keeps its place in
+//! `max_connections` all along.
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -69,12 +72,10 @@ pub(super) async fn check_password(shard: &Rc<Shard>, io: &Io, connect: &mut Con
     let peer = io.peer_addr().map(|a| a.ip());
     let (user, loaded) = match (connect.username.clone(), passwords.current()) {
         (Some(user), Some(loaded)) => (user, loaded),
-        (user, _) => {
-            if user.is_some() {
-                // Nobody can check it, so it identifies nobody.
-                tracing::debug!(client = %connect.client_id, "no password back end: user name ignored");
-                connect.username = None;
-            }
+        _ => {
+            // No user name, or no back end to check one: an open broker lets the client in
+            // (an unchecked user name stays as a label, see crate::auth::service); a closed
+            // one refuses it, since nothing can verify who it is.
             if passwords.settings().allow_anonymous {
                 return true;
             }
