@@ -155,7 +155,9 @@ async fn verify(
         .spawn_blocking(move || {
             lower_priority();
             let v = backend.check(&user_owned, &secret, &client_id, peer);
+            // Best effort: wipe this copy (black_box keeps the stores from being elided).
             secret.fill(0);
+            std::hint::black_box(&secret);
             v
         })
         .await;
