@@ -58,6 +58,9 @@ pub enum StartError {
     /// The ACL file could not be loaded.
     #[error("{0}")]
     Acl(#[from] crate::acl::AclError),
+    /// The password file could not be loaded.
+    #[error("{0}")]
+    Passwords(String),
     /// An executor failed to start or run.
     #[error("shard failed: {0}")]
     Shard(String),
@@ -235,6 +238,8 @@ pub fn run(
         }
         None => None,
     };
+    let passwords = crate::auth::Passwords::load(cfg.passwords())
+        .map_err(|e| StartError::Passwords(e.to_string()))?;
     // Resolve port 0 once so every shard binds the same port: bind (no listen) a
     // reuseport socket to learn the port, keep it until the shards are listening.
     let mut probes = Vec::new();
@@ -263,6 +268,7 @@ pub fn run(
     let global = Arc::new(Global {
         listeners: listeners.clone(),
         acl,
+        passwords,
         ..Global::default()
     });
     install_signals(global.clone(), on_hup);
@@ -276,6 +282,11 @@ pub fn run(
     let (ready_tx, ready_rx) = crossbeam::channel::unbounded::<Result<Phase, String>>();
     let mut builder = LocalExecutorPoolBuilder::new(placement)
         .ring_depth(1024)
+        // Each shard's blocking pool runs argon2 password checks (one at a time per shard,
+        // see conn::password_flow) and glommio's own blocking file calls (rename, remove).
+        // Two threads so file calls never queue behind a hash; unbound, because glommio's
+        // default pins every shard's pool to the first shard's CPU.
+        .blocking_thread_pool_placement(PoolPlacement::Unbound(2))
         .detect_stalls(Some(Box::new(|| {
             Box::new(glommio::DefaultStallDetectionHandler {})
         })));

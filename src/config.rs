@@ -164,6 +164,48 @@ pub struct Cli {
     /// every client may publish and subscribe to everything].
     #[arg(long, value_name = "FILE")]
     pub acl_file: Option<PathBuf>,
+    /// Let clients connect without a user name, or without a password back end to check one
+    /// (the user name is then kept unverified, as in mosquitto) [default: true without
+    /// password_file, false with one].
+    #[arg(long, value_name = "BOOL")]
+    pub allow_anonymous: Option<bool>,
+    /// Password file: CONNECT user names and argon2id hashes, lines
+    /// `user:$argon2id$v=19$m=..,t=..,p=..$salt$hash` (written by `ringmq passwd`); re-read on
+    /// reload [default: none].
+    #[arg(long, value_name = "FILE")]
+    pub password_file: Option<PathBuf>,
+    /// Recent successful password checks remembered (a reconnecting device skips the argon2
+    /// run); 0 = none [default: 10000].
+    #[arg(long, value_name = "N")]
+    pub auth_cache_size: Option<usize>,
+    /// Password checks waiting per shard (they run one at a time off the shard); further
+    /// logins needing one are refused as server unavailable/busy [default: 128].
+    #[arg(long, value_name = "N")]
+    pub auth_verify_queue: Option<usize>,
+    /// Login failures from one address before its further attempts are delayed; 0 = never
+    /// delay [default: 5].
+    #[arg(long, value_name = "N")]
+    pub auth_throttle_after: Option<u32>,
+    /// First delay of a throttled address' CONNACK, doubled per further failure
+    /// [default: 250].
+    #[arg(long, value_name = "MILLIS")]
+    pub auth_throttle_base_ms: Option<u64>,
+    /// Longest delay of a throttled address' CONNACK (at most 60000) [default: 10000].
+    #[arg(long, value_name = "MILLIS")]
+    pub auth_throttle_max_ms: Option<u64>,
+    /// Addresses whose login failures are remembered (the oldest go first) [default: 65536].
+    #[arg(long, value_name = "N")]
+    pub auth_throttle_entries: Option<usize>,
+    /// A subcommand instead of running the broker.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+/// `ringmq <subcommand>`; without one, `ringmq` runs the broker.
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum Command {
+    /// Add, update (password from stdin) or delete (-D) a user of a password file.
+    Passwd(crate::auth::passwd_cmd::PasswdArgs),
 }
 
 /// The effective configuration. Cloned into every shard at start; immutable afterwards.
@@ -210,6 +252,15 @@ pub struct Config {
     pub segment_size: usize,
     pub compact_bytes: u64,
     pub acl_file: Option<PathBuf>,
+    /// `None` = the default: true unless `password_file` is set (see [`Config::anonymous`]).
+    pub allow_anonymous: Option<bool>,
+    pub password_file: Option<PathBuf>,
+    pub auth_cache_size: usize,
+    pub auth_verify_queue: usize,
+    pub auth_throttle_after: u32,
+    pub auth_throttle_base_ms: u64,
+    pub auth_throttle_max_ms: u64,
+    pub auth_throttle_entries: usize,
 }
 
 /// The plain listener's address, or off.
@@ -287,6 +338,14 @@ impl Default for Config {
             segment_size: 64 * 1024 * 1024,
             compact_bytes: 64 * 1024 * 1024,
             acl_file: None,
+            allow_anonymous: None,
+            password_file: None,
+            auth_cache_size: 10_000,
+            auth_verify_queue: 128,
+            auth_throttle_after: 5,
+            auth_throttle_base_ms: 250,
+            auth_throttle_max_ms: 10_000,
+            auth_throttle_entries: 65_536,
         }
     }
 }
@@ -361,8 +420,18 @@ impl Config {
             sync_interval_us,
             segment_size,
             compact_bytes,
-            acl_file
+            acl_file,
+            password_file,
+            auth_cache_size,
+            auth_verify_queue,
+            auth_throttle_after,
+            auth_throttle_base_ms,
+            auth_throttle_max_ms,
+            auth_throttle_entries
         );
+        if cli.allow_anonymous.is_some() {
+            cfg.allow_anonymous = cli.allow_anonymous;
+        }
         if cli.cpus.is_some() {
             cfg.cpus = cli.cpus.clone();
         }
@@ -465,6 +534,18 @@ impl Config {
         if self.tls_listen.is_none() && (self.tls_cert.is_some() || self.tls_key.is_some()) {
             return bad("tls_listen", "tls_cert / tls_key given without tls_listen");
         }
+        if self.auth_verify_queue == 0 {
+            return bad("auth_verify_queue", "must be at least 1");
+        }
+        if self.auth_throttle_max_ms > 60_000 {
+            return bad("auth_throttle_max_ms", "must be at most 60000");
+        }
+        if self.auth_throttle_base_ms > self.auth_throttle_max_ms {
+            return bad(
+                "auth_throttle_base_ms",
+                "must be at most auth_throttle_max_ms",
+            );
+        }
         if self.listen_backlog <= 0 {
             return bad("listen_backlog", "must be positive");
         }
@@ -497,6 +578,29 @@ impl Config {
         }
         v.extend(self.listeners.iter().cloned());
         v
+    }
+
+    /// Whether anonymous clients may connect: `allow_anonymous`, by default true unless a
+    /// password file is configured (a broker given passwords should not also let everyone
+    /// in by leaving the user name out).
+    pub fn anonymous(&self) -> bool {
+        self.allow_anonymous.unwrap_or(self.password_file.is_none())
+    }
+
+    /// The settings of [`crate::auth::Passwords`].
+    pub fn passwords(&self) -> crate::auth::service::Settings {
+        crate::auth::service::Settings {
+            allow_anonymous: self.anonymous(),
+            file: self.password_file.clone(),
+            cache_size: self.auth_cache_size,
+            verify_queue: self.auth_verify_queue,
+            throttle: crate::auth::throttle::Settings {
+                after: self.auth_throttle_after,
+                base: std::time::Duration::from_millis(self.auth_throttle_base_ms),
+                max: std::time::Duration::from_millis(self.auth_throttle_max_ms),
+                entries: self.auth_throttle_entries,
+            },
+        }
     }
 
     /// The `cpus` list parsed; empty when unset.
@@ -533,6 +637,40 @@ mod tests {
         assert_eq!(cfg.max_inflight, 7);
         assert_eq!(cfg.max_queued_messages, 1000);
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn anonymous_defaults_to_false_only_with_a_password_file() {
+        let cfg = Config::load(&Cli::parse_from(["ringmq"])).unwrap();
+        assert!(cfg.anonymous());
+        let cli = Cli::parse_from(["ringmq", "--password-file", "/p"]);
+        assert!(!Config::load(&cli).unwrap().anonymous());
+        let cli = Cli::parse_from([
+            "ringmq",
+            "--password-file",
+            "/p",
+            "--allow-anonymous",
+            "true",
+        ]);
+        assert!(Config::load(&cli).unwrap().anonymous());
+        let cli = Cli::parse_from(["ringmq", "--allow-anonymous", "false"]);
+        assert!(!Config::load(&cli).unwrap().passwords().allow_anonymous);
+        let cli = Cli::parse_from(["ringmq", "--auth-throttle-max-ms", "60001"]);
+        assert!(Config::load(&cli).is_err());
+    }
+
+    #[test]
+    fn passwd_is_a_subcommand_and_running_the_broker_stays_the_default() {
+        let cli = Cli::parse_from(["ringmq", "--shards", "1"]);
+        assert!(cli.command.is_none());
+        let cli = Cli::parse_from(["ringmq", "passwd", "-D", "f", "u"]);
+        match cli.command {
+            Some(Command::Passwd(a)) => {
+                assert!(a.delete);
+                assert_eq!((a.file.to_str(), a.user.as_str()), (Some("f"), "u"));
+            }
+            None => panic!("no subcommand"),
+        }
     }
 
     #[test]

@@ -1,15 +1,28 @@
-//! The `ringmq` server binary: parse flags, load config, start the broker; SIGHUP re-reads
-//! the configuration for the log level and reloads what `Global::reload` covers.
+//! The `ringmq` server binary: parse flags, load config, start the broker (or run the
+//! `passwd` subcommand, which edits a password file and exits); SIGHUP re-reads the
+//! configuration for the log level and reloads what `Global::reload` covers.
 
 use clap::Parser;
 use ringmq::broker;
-use ringmq::config::{Cli, Config};
+use ringmq::config::{Cli, Command, Config};
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{reload, EnvFilter};
 
 fn main() {
     let cli = Cli::parse();
+    if let Some(Command::Passwd(args)) = &cli.command {
+        match ringmq::auth::passwd_cmd::run(args) {
+            Ok(summary) => {
+                eprintln!("ringmq passwd: {summary}");
+                std::process::exit(0);
+            }
+            Err(e) => {
+                eprintln!("ringmq passwd: {e}");
+                std::process::exit(1);
+            }
+        }
+    }
     let cfg = match Config::load(&cli) {
         Ok(c) => c,
         Err(e) => {

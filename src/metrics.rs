@@ -38,7 +38,8 @@ counters! {
     connect_failures,
     /// Enhanced authentications (and re-authentications) that succeeded.
     auth_success,
-    /// Enhanced authentications (and re-authentications) refused or broken off.
+    /// Authentications refused or broken off: enhanced (and re-authentication), and CONNECT
+    /// user name/password (every `auth_refused_*` below).
     auth_failures,
     /// Connections handed to their home shard after CONNECT.
     handoffs,
@@ -108,6 +109,26 @@ counters! {
     parks,
     /// Parked connections resumed (input, messages to send, or close).
     unparks,
+    /// CONNECT user name/password checks that succeeded (argon2 run or cache hit).
+    auth_password_success,
+    /// Password checks answered from the cache of recent successes (no argon2 run).
+    auth_cache_hits,
+    /// Cache entries dropped to make room (`auth_cache_size` reached).
+    auth_cache_evictions,
+    /// Refused: no user name and anonymous clients not allowed (0x05 / 0x87).
+    auth_refused_anonymous,
+    /// Refused: wrong password or unknown user (0x04 / 0x86).
+    auth_refused_credentials,
+    /// Refused: the back end does not authorize the client (0x05 / 0x87).
+    auth_refused_not_authorized,
+    /// Refused: the back end could not decide (0x03 / 0x88).
+    auth_refused_unavailable,
+    /// Refused: `auth_verify_queue` checks already waiting on the shard (0x03 / 0x89).
+    auth_refused_busy,
+    /// Login attempts whose answer was delayed for earlier failures from their address.
+    auth_throttled,
+    /// Addresses forgotten by the throttle to make room (`auth_throttle_entries` reached).
+    auth_throttle_evictions,
 }
 
 impl Metrics {

@@ -59,12 +59,18 @@ pub struct Global {
     pub listeners: Vec<Arc<crate::listener::Listener>>,
     /// The ACL (`acl_file`), reloadable; `None`: no authorization, every check passes.
     pub acl: Option<crate::acl::AclStore>,
+    /// CONNECT user name/password authentication (reloadable password file).
+    pub passwords: crate::auth::Passwords,
 }
 
 impl Global {
     /// Re-read the files that may change while the broker runs (SIGHUP); connections stay.
     /// Each part logs what it did; a file that fails to load leaves the old state in force.
     pub fn reload(&self) {
+        match self.passwords.reload() {
+            Ok(summary) => tracing::info!("password file reloaded: {summary}"),
+            Err(e) => tracing::error!("password file not reloaded (the previous one stays): {e}"),
+        }
         if let Some(acl) = &self.acl {
             match acl.reload() {
                 Ok(summary) => tracing::info!("ACL reloaded: {summary}"),

@@ -174,3 +174,32 @@ fn sighup_reloads_the_acl_for_new_subscriptions_and_every_delivery() {
     assert_eq!(&sub.recv().payload[..], b"still");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn sighup_reloads_the_password_file_and_keeps_connected_clients() {
+    let first = common::passwd::password_file(&[("alice", "wonderland")]);
+    let b = FileBroker::start(
+        "pw",
+        &format!("password_file = {:?}\n", first.display().to_string()),
+    );
+    let login = |user: &str, pw: &str| {
+        let mut o = b.opts(&format!("c-{user}-{pw}"));
+        o.set_credentials(user, pw);
+        TestClient::try_connect_opts(o)
+    };
+    let mut alice = login("alice", "wonderland").expect("alice before the reload");
+    assert!(login("bob", "builder").is_err());
+    // The same path now holds bob only.
+    let second = common::passwd::password_file(&[("bob", "builder")]);
+    std::fs::copy(&second, &first).unwrap();
+    b.hangup_until("password file reloaded");
+    assert!(
+        login("alice", "wonderland").is_err(),
+        "alice still accepted"
+    );
+    let _bob = login("bob", "builder").expect("bob after the reload");
+    // alice's connection from before the reload stays.
+    alice.subscribe("still/#", QoS::AtMostOnce);
+    alice.publish("still/here", QoS::AtMostOnce, false, "yes");
+    assert_eq!(&alice.recv().payload[..], b"yes");
+}

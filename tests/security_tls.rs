@@ -470,3 +470,51 @@ c.disconnect(); c.loop_stop()
     );
     assert_eq!(stdout.trim(), "p0,p1,p2");
 }
+
+#[test]
+fn a_certificate_identity_needs_no_password_and_drives_the_acl() {
+    let pki = Pki::new("certacl");
+    let port = free_port();
+    let pw = common::passwd::password_file(&[("alice", "wonderland")]);
+    let acl = pki.dir.join("acl");
+    std::fs::write(
+        &acl,
+        "default deny\nall\nallow read public/#\nuser device-42\nallow readwrite devices/%u/#\n",
+    )
+    .unwrap();
+    let mut args = pki.mutual_args(port);
+    args.extend(
+        [
+            "--tls-require-client-cert",
+            "false",
+            "--tls-username-from",
+            "cn",
+            "--password-file",
+            pw.to_str().unwrap(),
+            "--acl-file",
+            acl.to_str().unwrap(),
+        ]
+        .map(String::from),
+    );
+    let _broker = start(&args, &[]);
+    // The certificate proves who the client is: no password, and CONNECT's user name is
+    // ignored; the ACL's `%u` is the certificate's CN.
+    let mut o = tls_opts(&pki, "dev", port, true);
+    o.set_credentials("alice", "not her password");
+    let mut dev = TestClient::connect_opts(o);
+    dev.subscribe("devices/device-42/#", QoS::AtLeastOnce);
+    dev.publish_confirmed("devices/device-42/t", QoS::AtLeastOnce, false, "mine");
+    assert_eq!(&dev.recv().payload[..], b"mine");
+    // Without a certificate the password file decides (anonymous clients are refused once
+    // a password file is set).
+    let mut o = tls_opts(&pki, "nocert-bad", port, false);
+    o.set_credentials("alice", "wrong");
+    let err = TestClient::try_connect_opts(o)
+        .err()
+        .expect("wrong password accepted");
+    assert!(err.contains("BadUserNamePassword"), "{err}");
+    assert!(TestClient::try_connect_opts(tls_opts(&pki, "nocert-anon", port, false)).is_err());
+    let mut o = tls_opts(&pki, "nocert-alice", port, false);
+    o.set_credentials("alice", "wonderland");
+    let _alice = TestClient::connect_opts(o);
+}

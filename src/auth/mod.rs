@@ -10,13 +10,30 @@
 //! so it needs neither.
 //!
 //! Methods: [`scram`] (SCRAM-SHA-256, RFC 5802 + RFC 7677), enabled by `auth_scram_file`.
+//!
+//! CONNECT user name/password authentication is separate from the methods: [`backend`] (the
+//! [`PasswordAuth`] trait a back end implements), [`password`] (the argon2id password file),
+//! [`verify_cache`] (recent successful checks), [`throttle`] (per-address failure delays),
+//! [`service`] (all of it as the broker runs it, with reload) and [`passwd_cmd`] (the
+//! `ringmq passwd` subcommand). [`userfile`] is the `user:secret` line format both the SCRAM
+//! and the password files use.
 
 use std::path::Path;
 use std::sync::Arc;
 
 use bytes::Bytes;
 
+pub mod backend;
+pub mod passwd_cmd;
+pub mod password;
 pub mod scram;
+pub mod service;
+pub mod throttle;
+pub mod userfile;
+pub mod verify_cache;
+
+pub use backend::{PasswordAuth, Verdict};
+pub use service::Passwords;
 
 /// An enhanced-authentication method, e.g. SCRAM-SHA-256.
 ///

@@ -37,6 +37,7 @@ use hmac::{Hmac, Mac};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
+use super::userfile::{check_user, parse_lines};
 use super::{Authenticator, Exchange, Failure, Step};
 
 /// The MQTT Authentication Method name.
@@ -178,16 +179,6 @@ impl Credential {
     }
 }
 
-fn check_user(user: &str) -> Result<(), String> {
-    if user.is_empty() {
-        return Err("empty user name".into());
-    }
-    if user.contains([':', '\n', '\r']) {
-        return Err(format!("user name {user:?} contains ':' or a line break"));
-    }
-    Ok(())
-}
-
 /// A credentials-file line for `user` with a fresh random salt (for tests and `ringmq passwd`).
 pub fn derive_line(user: &str, password: &str, iterations: u32) -> Result<String, CredentialError> {
     let salt = random::<SALT_LEN>().map_err(CredentialError::Random)?;
@@ -218,31 +209,13 @@ pub fn parse_credentials(
     text: &str,
     path: &Path,
 ) -> Result<HashMap<String, Credential>, CredentialError> {
-    let mut users: HashMap<String, (usize, Credential)> = HashMap::new();
-    for (i, raw) in text.lines().enumerate() {
-        let line_no = i + 1;
-        let err = |why: String| CredentialError::Line {
+    parse_lines(text, &format!("{SCHEME}..."), Credential::decode).map_err(|(line, why)| {
+        CredentialError::Line {
             path: path.to_path_buf(),
-            line: line_no,
+            line,
             why,
-        };
-        let line = raw.trim();
-        if line.is_empty() || line.starts_with('#') {
-            continue;
         }
-        let (user, value) = line
-            .split_once(':')
-            .ok_or_else(|| err(format!("expected user:{SCHEME}...")))?;
-        check_user(user).map_err(err)?;
-        let cred = Credential::decode(value).map_err(err)?;
-        if let Some((first, _)) = users.get(user) {
-            return Err(err(format!(
-                "user {user:?} is already defined on line {first}"
-            )));
-        }
-        users.insert(user.to_string(), (line_no, cred));
-    }
-    Ok(users.into_iter().map(|(u, (_, c))| (u, c)).collect())
+    })
 }
 
 /// The SCRAM-SHA-256 method: the users' stored keys. Built once; shared by every shard.

@@ -11,7 +11,8 @@
 //! This file: [`Conn`], accepting, the handshake and hand-off, and `serve` (a connection's
 //! start). `lifecycle`: the reader loop, park/resume, tear-down. `handle`: one packet from
 //! a client. `writer`: encoding and writing queued messages. `auth_flow`: MQTT 5 enhanced
-//! authentication (§4.12) in the handshake and re-authentication.
+//! authentication (§4.12) in the handshake and re-authentication. `password_flow`: CONNECT
+//! user name/password authentication and anonymous clients in the handshake.
 
 use std::cell::{Cell, RefCell};
 use std::os::unix::io::RawFd;
@@ -40,6 +41,7 @@ use crate::shard::{Ctrl, Handoff, PkidRec, SessionCell, Shard};
 mod auth_flow;
 mod handle;
 mod lifecycle;
+mod password_flow;
 mod v5;
 mod writer;
 
@@ -441,15 +443,24 @@ async fn handshake(shard: Rc<Shard>, stream: TcpStream, lst: &Listener) -> bool 
             return false;
         }
     };
+    let mut cert_user = false;
     if let Some(which) = lst.username_from {
         // Mutual TLS: the certificate's name is the user name, whatever CONNECT said.
         let name = io.tls().and_then(|t| {
             t.with_peer_certificates(|c| c?.first().and_then(|d| crate::tls::cert_name(d, which)))
         });
         match name {
-            Some(n) => connect.username = Some(Utf8Bytes::from(n)),
+            Some(n) => {
+                connect.username = Some(Utf8Bytes::from(n));
+                cert_user = true;
+            }
+            None if shard.global.passwords.current().is_some() => {
+                // No certificate (tls_require_client_cert = false) or no such name: the
+                // password back end checks the CONNECT's user name instead.
+            }
             None => {
-                // No certificate (allowed by tls_require_client_cert = false) or no such name.
+                // Nothing could verify a claimed name on a listener that takes names from
+                // certificates: the client is anonymous.
                 connect.username = None;
             }
         }
@@ -458,6 +469,11 @@ async fn handshake(shard: Rc<Shard>, stream: TcpStream, lst: &Listener) -> bool 
     let Some(rest) = authenticate(&shard, &io, &mut dec, &mut connect, rest, started).await else {
         return false;
     };
+    // User name/password (password file), anonymous clients, failure throttling. A user
+    // name taken from a verified client certificate needs no password.
+    if !cert_user && !password_flow::check_password(&shard, &io, &mut connect).await {
+        return false;
+    }
     let assigned = connect.client_id.is_empty();
     if assigned {
         // [MQTT-3.1.3-6] assign an id; pick one whose home is this shard (no hand-off).
