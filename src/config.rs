@@ -129,6 +129,20 @@ pub struct Cli {
     /// snapshot's size) [default: 67108864].
     #[arg(long, value_name = "BYTES")]
     pub compact_bytes: Option<u64>,
+    /// Longest topic name or filter accepted from a client, in bytes; a longer PUBLISH topic
+    /// is refused (5.0 reason 0x90, 3.1.x connection closed), a longer filter gets a SUBACK
+    /// failure [default: 65535, the protocol's limit].
+    #[arg(long, value_name = "BYTES")]
+    pub max_topic_length: Option<usize>,
+    /// Most levels ('/'-separated) in a topic name or filter accepted from a client; refused
+    /// like an over-long topic [default: 128].
+    #[arg(long, value_name = "N")]
+    pub max_topic_levels: Option<usize>,
+    /// PUBLISH packets per second a client may send (token bucket, burst one second's worth);
+    /// above it the broker stops reading from that client until tokens refill, so TCP pushes
+    /// back on the device. 0 = no limit [default: 0].
+    #[arg(long, value_name = "N")]
+    pub max_publish_rate: Option<u32>,
 }
 
 /// The effective configuration. Cloned into every shard at start; immutable afterwards.
@@ -164,6 +178,9 @@ pub struct Config {
     pub sync_interval_us: u64,
     pub segment_size: usize,
     pub compact_bytes: u64,
+    pub max_topic_length: usize,
+    pub max_topic_levels: usize,
+    pub max_publish_rate: u32,
 }
 
 /// MQTT's largest encodable packet (remaining length 268,435,455 plus a 5-byte header).
@@ -203,6 +220,9 @@ impl Default for Config {
             sync_interval_us: 1000,
             segment_size: 64 * 1024 * 1024,
             compact_bytes: 64 * 1024 * 1024,
+            max_topic_length: crate::proto::topic::MAX_TOPIC_LEN,
+            max_topic_levels: 128,
+            max_publish_rate: 0,
         }
     }
 }
@@ -274,7 +294,10 @@ impl Config {
             durability,
             sync_interval_us,
             segment_size,
-            compact_bytes
+            compact_bytes,
+            max_topic_length,
+            max_topic_levels,
+            max_publish_rate
         );
         if cli.cpus.is_some() {
             cfg.cpus = cli.cpus.clone();
@@ -333,6 +356,13 @@ impl Config {
         }
         if self.sync_interval_us > 1_000_000 {
             return bad("sync_interval_us", "must be at most 1000000 (1 s)");
+        }
+        if self.max_topic_length == 0 || self.max_topic_length > crate::proto::topic::MAX_TOPIC_LEN
+        {
+            return bad("max_topic_length", "must be between 1 and 65535");
+        }
+        if self.max_topic_levels == 0 {
+            return bad("max_topic_levels", "must be at least 1");
         }
         if self.listen_backlog <= 0 {
             return bad("listen_backlog", "must be positive");

@@ -192,6 +192,14 @@ pub(super) async fn read_loop(
                 // reader state stays small.
                 Ok(Some(Packet::Subscribe(sub))) => Box::pin(subscribe(shard, conn, sub)).await,
                 Ok(Some(p)) => {
+                    if let (Packet::Publish(_), Some(wait)) =
+                        (&p, limits::publish_delay(shard, conn))
+                    {
+                        // Over `max_publish_rate`: stop reading until the bucket refills.
+                        if !Box::pin(limits::throttle(shard, conn, &mut held, wait)).await {
+                            return End::Abrupt;
+                        }
+                    }
                     match handle(shard, conn, p, &mut held) {
                         Flow::Continue => {}
                         Flow::Disconnect => {

@@ -10,7 +10,8 @@
 //!
 //! This file: [`Conn`], accepting, the handshake and hand-off, and `serve` (a connection's
 //! start). `lifecycle`: the reader loop, park/resume, tear-down. `handle`: one packet from
-//! a client. `writer`: encoding and writing queued messages. `auth_flow`: MQTT 5 enhanced
+//! a client. `limits`: topic length/depth and publish-rate limits. `writer`: encoding and
+//! writing queued messages. `auth_flow`: MQTT 5 enhanced
 //! authentication (§4.12) in the handshake and re-authentication.
 
 use std::cell::{Cell, RefCell};
@@ -38,6 +39,7 @@ use crate::shard::{Ctrl, Handoff, PkidRec, SessionCell, Shard};
 mod auth_flow;
 mod handle;
 mod lifecycle;
+mod limits;
 mod v5;
 mod writer;
 
@@ -90,6 +92,8 @@ pub struct Conn {
     killed: Cell<bool>,
     keep_alive: u16,
     last_seen: Cell<u64>,
+    /// Theoretical arrival time of the next PUBLISH, in µs (`max_publish_rate`; see `limits`).
+    publish_tat: Cell<u64>,
     will: RefCell<Option<Box<LastWill>>>,
     /// Enhanced authentication (method, identity, a re-authentication in progress); `None`
     /// for connections that did not use it.
@@ -110,6 +114,7 @@ pub mod reason {
     pub const SERVER_SHUTTING_DOWN: u8 = 0x8B;
     pub const KEEP_ALIVE_TIMEOUT: u8 = 0x8D;
     pub const SESSION_TAKEN_OVER: u8 = 0x8E;
+    pub const TOPIC_NAME_INVALID: u8 = 0x90;
     pub const RECEIVE_MAXIMUM_EXCEEDED: u8 = 0x93;
     pub const QUOTA_EXCEEDED: u8 = 0x97;
     pub const RETAIN_NOT_SUPPORTED: u8 = 0x9A;
@@ -125,7 +130,7 @@ pub mod reason {
             KEEP_ALIVE_TIMEOUT => "keep alive timeout",
             SESSION_TAKEN_OVER => "session taken over",
             0x8F => "topic filter invalid",
-            0x90 => "topic name invalid",
+            TOPIC_NAME_INVALID => "topic name invalid",
             RECEIVE_MAXIMUM_EXCEEDED => "receive maximum exceeded",
             0x94 => "topic alias invalid",
             0x95 => "packet too large",
@@ -509,6 +514,7 @@ async fn serve(shard: Rc<Shard>, io: Rc<Io>, hello: Hello, rest: BytesMut) {
         killed: Cell::new(false),
         keep_alive,
         last_seen: Cell::new(shard.now()),
+        publish_tat: Cell::new(0),
         will: RefCell::new(will),
         auth: RefCell::new(None),
         user,

@@ -1042,5 +1042,6 @@ pub async fn next_from<T>(
 
 pub mod auth;
 pub mod durable;
+pub mod hostile;
 pub mod subs;
 pub mod v5;
