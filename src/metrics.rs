@@ -58,7 +58,7 @@ counters! {
     shared_redelivered,
     /// Subscriptions refused because `max_subscriptions` was reached.
     subscriptions_refused,
-    /// PUBLISH topic names refused for exceeding `max_topic_length` / `max_topic_levels`.
+    /// PUBLISH and will topic names refused for exceeding `max_topic_length` / `max_topic_levels`.
     topic_name_over_limit,
     /// Topic filters (SUBSCRIBE) refused for exceeding `max_topic_length` / `max_topic_levels`.
     topic_filter_over_limit,

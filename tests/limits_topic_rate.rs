@@ -14,9 +14,11 @@ use std::time::{Duration, Instant};
 
 use common::hostile::{expect_type, final_counter, Good};
 use common::subs::{raw_session_v5, subscribe_v5};
+use common::v5::{self, V5Client};
 use common::{
     expect_packet, next_within, publish_packet, raw_session, raw_subscribe, Broker, Next, Raw,
 };
+use ringmq::proto::Properties;
 
 /// A 5.0 PUBLISH without properties.
 fn publish_v5(topic: &str, qos: u8, pkid: u16) -> Vec<u8> {
@@ -103,15 +105,57 @@ fn over_limit_filters_get_a_suback_failure() {
     assert_eq!(final_counter(&mut b, "topic_filter_over_limit"), 3);
 }
 
+/// A will topic over the limits refuses the CONNECT: 5.0 CONNACK 0x90 Topic Name invalid
+/// (§3.2.2.2: "the Will Topic Name is not malformed, but is not accepted by this Server");
+/// 3.1.1 has no return code for it, the connection is closed.
+#[test]
+fn an_over_limit_will_topic_refuses_the_connect() {
+    let mut b = Broker::start_with(&LIMITS);
+    let mut c = v5::connect_packet("will5", true, 30, Properties::default());
+    c.will = Some(v5::will("a/b/c/d/e", b"gone", Properties::default()));
+    let (mut client, ack) = V5Client::connect_with(b.addr, c);
+    assert_eq!(ack.code, 0x90);
+    assert_eq!(
+        next_within(&mut client.raw, Duration::from_secs(5)),
+        Next::Closed
+    );
+    let mut raw = Raw::connect(b.addr);
+    raw.send(&common::connect_v311_will(
+        "will3",
+        true,
+        30,
+        "0123456789abcdefg",
+        b"x",
+        0,
+        false,
+    ));
+    assert_eq!(next_within(&mut raw, Duration::from_secs(5)), Next::Closed);
+    // Within the limits the will is taken.
+    let mut c = v5::connect_packet("will-ok", true, 30, Properties::default());
+    c.will = Some(v5::will("a/b/c/d", b"gone", Properties::default()));
+    assert_eq!(V5Client::connect_with(b.addr, c).1.code, 0);
+    assert_eq!(final_counter(&mut b, "topic_name_over_limit"), 2);
+}
+
 /// `--max-publish-rate 20`: 60 QoS 1 publishes sent at once are all acknowledged and
 /// delivered, in order, but the broker takes them at 20/s after a burst of 20 (so about two
-/// seconds), by not reading from the client meanwhile.
+/// seconds), by not reading from the client meanwhile. Other packets are not charged.
 #[test]
 fn a_client_over_its_publish_rate_is_slowed_not_dropped() {
     let mut b = Broker::start_with(&["--max-publish-rate", "20"]);
     let (mut sub, _) = raw_session(b.addr, "sub", true);
     assert_eq!(raw_subscribe(&mut sub, 1, &[("rate/#", 1)]), vec![1]);
     let (mut raw, _) = raw_session(b.addr, "pub", true);
+    // Only PUBLISH packets count: 60 PINGREQs at once are answered at once.
+    let start = Instant::now();
+    raw.send(&[0xC0, 0].repeat(60));
+    for _ in 0..60 {
+        assert_eq!(expect_packet(&mut raw), [0xD0, 0]);
+    }
+    assert!(
+        start.elapsed() < Duration::from_millis(900),
+        "pings are not rate limited"
+    );
     let all: Vec<u8> = (1..=60u16)
         .flat_map(|i| publish_packet("rate/t", 1, false, false, i, &i.to_be_bytes()))
         .collect();

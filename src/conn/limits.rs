@@ -1,5 +1,6 @@
 //! Per-client limits on what a client may send: topic length and depth (`max_topic_length`,
-//! `max_topic_levels`) and the publish rate (`max_publish_rate`).
+//! `max_topic_levels`) of PUBLISH, will and SUBSCRIBE topics, and the publish rate
+//! (`max_publish_rate`).
 //!
 //! The publish rate is a GCRA token bucket (the "virtual scheduling" form): one timestamp
 //! per connection, the theoretical arrival time of the next publish, advanced by one
@@ -24,6 +25,33 @@ pub(super) fn topic_within_limits(shard: &Shard, topic: &str) -> Result<(), Topi
         shard.cfg.max_topic_length,
         shard.cfg.max_topic_levels,
     )
+}
+
+/// A CONNECT whose will topic is over the topic limits is refused before the will is kept:
+/// 5.0 CONNACK 0x90 Topic Name invalid ("the Will Topic is not malformed, but is not accepted
+/// by this Server", §3.2.2.2); 3.1.x has no return code for it, the connection is closed.
+/// `true`: refused (the caller drops the connection).
+pub(super) async fn refuse_will_over_limit(shard: &Shard, io: &Io, c: &Connect) -> bool {
+    let Some(will) = &c.will else {
+        return false;
+    };
+    let Err(e) = topic_within_limits(shard, &will.topic) else {
+        return false;
+    };
+    Metrics::inc(&shard.metrics.topic_name_over_limit);
+    tracing::info!(peer = ?io.peer_addr(), "connection refused: will topic: {e}");
+    if c.protocol.is_v5() {
+        let mut out = BytesMut::new();
+        let ack = Packet::ConnAck(ConnAck {
+            session_present: false,
+            code: reason::TOPIC_NAME_INVALID,
+            properties: Default::default(),
+        });
+        if encode(&ack, c.protocol, &mut out).is_ok() {
+            let _ = with_timeout(Duration::from_secs(1), io.write_all(&out)).await;
+        }
+    }
+    true
 }
 
 /// Charges one publish to the bucket whose theoretical arrival time is `tat` (µs), at

@@ -366,6 +366,9 @@ async fn handshake(shard: Rc<Shard>, stream: TcpStream) -> bool {
     let Some(rest) = authenticate(&shard, &io, &mut dec, &mut connect, rest, started).await else {
         return false;
     };
+    if limits::refuse_will_over_limit(&shard, &io, &connect).await {
+        return false;
+    }
     let assigned = connect.client_id.is_empty();
     if assigned {
         // [MQTT-3.1.3-6] assign an id; pick one whose home is this shard (no hand-off).

@@ -433,7 +433,11 @@ mod tests {
         assert_eq!(level_count("a//b"), 3);
         assert_eq!(level_count("/"), 2);
         assert_eq!(level_count("$share/g/a/b"), 2);
-        assert_eq!(level_count("$share/g"), 2, "not a valid share: counted as written");
+        assert_eq!(
+            level_count("$share/g"),
+            2,
+            "not a valid share: counted as written"
+        );
     }
 
     #[test]
