@@ -4,9 +4,10 @@
 //!
 //! Over-limit topic names are refused with 5.0 reason 0x90 Topic Name invalid ("the Topic
 //! Name is not malformed, but is not accepted by this Server", §3.4.2.1 / §3.5.2.1 on PUBACK
-//! and PUBREC, §3.14.2.1 on DISCONNECT for QoS 0, which has no acknowledgement); 3.1.1 has no
-//! way to refuse a publish, so the connection is closed. Over-limit filters get a SUBACK
-//! failure: 5.0 0x8F Topic Filter invalid (§3.9.3), 3.1.1 0x80 [MQTT-3.9.3-2].
+//! and PUBREC, §3.14.2.1 on DISCONNECT for QoS 0, which has no acknowledgement); 3.1.1 can
+//! only acknowledge or close the connection [MQTT-3.3.5-2]: the connection is closed.
+//! Over-limit filters get a SUBACK failure: 5.0 0x8F Topic Filter invalid (§3.9.3), 3.1.1
+//! 0x80 [MQTT-3.9.3-2].
 
 mod common;
 

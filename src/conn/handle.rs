@@ -37,7 +37,8 @@ fn admit_publish(shard: &Shard, conn: &Conn, p: &crate::proto::Publish) -> Resul
 /// is not accepted by this Server" (§3.4.2.1, §3.14.2.1): on the PUBACK / PUBREC of a QoS 1/2
 /// publish, which ends that flow without a re-send loop and keeps the connection, and as a
 /// DISCONNECT for QoS 0, which has no acknowledgement to carry it. 3.1.x has no way to refuse
-/// a publish: the connection is closed (§4.8 of 3.1.1 leaves the reaction to the server).
+/// a publish: acknowledge it as usual or close the connection [MQTT-3.3.5-2]; we close, as
+/// acknowledging would tell the client that a message nobody gets was delivered.
 fn refuse_topic_over_limit(
     shard: &Shard,
     conn: &Conn,

@@ -117,6 +117,10 @@ pub fn check_limits(s: &str, max_len: usize, max_levels: usize) -> Result<(), To
             max: max_len,
         });
     }
+    if s.len() < max_levels {
+        // At most one level per byte plus one: no need to count (the usual case).
+        return Ok(());
+    }
     let levels = level_count(s);
     if levels > max_levels {
         return Err(TopicError::OverLevelLimit {
