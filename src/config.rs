@@ -196,6 +196,20 @@ pub struct Cli {
     /// Addresses whose login failures are remembered (the oldest go first) [default: 65536].
     #[arg(long, value_name = "N")]
     pub auth_throttle_entries: Option<usize>,
+    /// Longest topic name or filter accepted from a client, in bytes; a longer PUBLISH topic
+    /// is refused (5.0 reason 0x90, 3.1.x connection closed), a longer filter gets a SUBACK
+    /// failure [default: 65535, the protocol's limit].
+    #[arg(long, value_name = "BYTES")]
+    pub max_topic_length: Option<usize>,
+    /// Most levels ('/'-separated) in a topic name or filter accepted from a client; refused
+    /// like an over-long topic [default: 128].
+    #[arg(long, value_name = "N")]
+    pub max_topic_levels: Option<usize>,
+    /// PUBLISH packets per second a client may send (token bucket, burst one second's worth);
+    /// above it the broker stops reading from that client until tokens refill, so TCP pushes
+    /// back on the device. 0 = no limit [default: 0].
+    #[arg(long, value_name = "N")]
+    pub max_publish_rate: Option<u32>,
     /// A subcommand instead of running the broker.
     #[command(subcommand)]
     pub command: Option<Command>,
@@ -261,6 +275,9 @@ pub struct Config {
     pub auth_throttle_base_ms: u64,
     pub auth_throttle_max_ms: u64,
     pub auth_throttle_entries: usize,
+    pub max_topic_length: usize,
+    pub max_topic_levels: usize,
+    pub max_publish_rate: u32,
 }
 
 /// The plain listener's address, or off.
@@ -346,6 +363,9 @@ impl Default for Config {
             auth_throttle_base_ms: 250,
             auth_throttle_max_ms: 10_000,
             auth_throttle_entries: 65_536,
+            max_topic_length: crate::proto::topic::MAX_TOPIC_LEN,
+            max_topic_levels: 128,
+            max_publish_rate: 0,
         }
     }
 }
@@ -427,7 +447,10 @@ impl Config {
             auth_throttle_after,
             auth_throttle_base_ms,
             auth_throttle_max_ms,
-            auth_throttle_entries
+            auth_throttle_entries,
+            max_topic_length,
+            max_topic_levels,
+            max_publish_rate
         );
         if cli.allow_anonymous.is_some() {
             cfg.allow_anonymous = cli.allow_anonymous;
@@ -545,6 +568,13 @@ impl Config {
                 "auth_throttle_base_ms",
                 "must be at most auth_throttle_max_ms",
             );
+        }
+        if self.max_topic_length == 0 || self.max_topic_length > crate::proto::topic::MAX_TOPIC_LEN
+        {
+            return bad("max_topic_length", "must be between 1 and 65535");
+        }
+        if self.max_topic_levels == 0 {
+            return bad("max_topic_levels", "must be at least 1");
         }
         if self.listen_backlog <= 0 {
             return bad("listen_backlog", "must be positive");

@@ -6,7 +6,7 @@
 //! | [`proto`] | sans-IO codec: packets, properties, topic rules, decoder/encoder | pure |
 //! | [`session`] | per-client state: subscriptions, queue, inflight window, QoS 2 ids | the session's home shard |
 //! | [`route`] | topic trie, route table (filter → shards; shared subscriptions: members per shard), local subscribers and share-group members, retained store | route table replicated on every shard; the rest per shard |
-//! | [`conn`] | per-connection tasks: handshake, hand-off, reader, writer, keep-alive | the connection's home shard |
+//! | [`conn`] | per-connection tasks: handshake, hand-off, reader, writer, keep-alive, per-client limits (topic length/levels, publish rate) | the connection's home shard |
 //! | [`shard`] | one executor's state and its mesh drain/ticker tasks | one shard |
 //! | [`expiry`] | session lifetimes after their connection, session expiry, delayed wills | one shard |
 //! | [`journal`] | the durable log: record framing, segments, the writer with group commit, snapshots, recovery | one shard (recovery: the main thread before shards start) |

@@ -67,6 +67,12 @@ counters! {
     shared_redelivered,
     /// Subscriptions refused because `max_subscriptions` was reached.
     subscriptions_refused,
+    /// PUBLISH and will topic names refused for exceeding `max_topic_length` / `max_topic_levels`.
+    topic_name_over_limit,
+    /// Topic filters (SUBSCRIBE) refused for exceeding `max_topic_length` / `max_topic_levels`.
+    topic_filter_over_limit,
+    /// Times a client's reading paused because it published faster than `max_publish_rate`.
+    publish_rate_throttled,
     /// Will messages published.
     wills_published,
     /// Delayed wills cancelled because the session was resumed in time (5.0).

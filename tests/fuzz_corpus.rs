@@ -7,8 +7,14 @@ use std::time::{Duration, Instant};
 
 use ringmq::journal::record::{encode, framed_len, scan, Meta, Stop};
 
+#[path = "../fuzz/checks/decoder.rs"]
+mod decoder;
 #[path = "../fuzz/checks/journal_scan.rs"]
 mod journal_scan;
+#[path = "../fuzz/checks/scram.rs"]
+mod scram;
+#[path = "../fuzz/checks/topic.rs"]
+mod topic;
 
 fn corpus_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus")
@@ -21,6 +27,9 @@ type Checks = fn(&[u8]) -> Result<(), String>;
 fn checks_for(target: &str) -> Option<Checks> {
     match target {
         "journal_scan" => Some(|data| journal_scan::check(data).map_err(|v| v.to_string())),
+        "decoder" => Some(decoder::check),
+        "topic" => Some(topic::check),
+        "scram" => Some(scram::check),
         _ => None,
     }
 }

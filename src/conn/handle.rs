@@ -32,6 +32,34 @@ fn admit_publish(shard: &Shard, conn: &Conn, p: &crate::proto::Publish) -> Resul
     Err(code)
 }
 
+/// A PUBLISH whose topic is over `max_topic_length` / `max_topic_levels`, refused before it
+/// is logged or routed. 5.0: 0x90 Topic Name invalid, "the Topic Name is not malformed, but
+/// is not accepted by this Server" (§3.4.2.1, §3.14.2.1): on the PUBACK / PUBREC of a QoS 1/2
+/// publish, which ends that flow without a re-send loop and keeps the connection, and as a
+/// DISCONNECT for QoS 0, which has no acknowledgement to carry it. 3.1.x has no way to refuse
+/// a publish: acknowledge it as usual or close the connection [MQTT-3.3.5-2]; we close, as
+/// acknowledging would tell the client that a message nobody gets was delivered.
+fn refuse_topic_over_limit(
+    shard: &Shard,
+    conn: &Conn,
+    held: &mut Held,
+    p: &crate::proto::Publish,
+    e: crate::proto::topic::TopicError,
+) -> Flow {
+    Metrics::inc(&shard.metrics.topic_name_over_limit);
+    tracing::info!(conn = conn.id, qos = p.qos as u8, "publish refused: {e}");
+    if !conn.version.is_v5() || p.qos == QoS::AtMostOnce {
+        return Flow::Violation(reason::TOPIC_NAME_INVALID);
+    }
+    let mut a = ack(p.pkid);
+    a.reason = reason::TOPIC_NAME_INVALID;
+    match p.qos {
+        QoS::ExactlyOnce => send_ack(shard, conn, held, &Packet::PubRec(a)),
+        _ => send_ack(shard, conn, held, &Packet::PubAck(a)),
+    }
+    Flow::Continue
+}
+
 /// Acknowledgements of one read chunk that must wait until the log has made durable what
 /// they acknowledge (durability batch/always). The reader releases them into the
 /// connection's write buffer, in order, once the log's flush covers `wait`.
@@ -96,6 +124,9 @@ pub(super) fn handle(shard: &Rc<Shard>, conn: &Rc<Conn>, p: Packet, held: &mut H
             Metrics::inc(&shard.metrics.publishes_in);
             if let Err(code) = admit_publish(shard, conn, &p) {
                 return Flow::Violation(code);
+            }
+            if let Err(e) = super::limits::topic_within_limits(shard, &p.topic) {
+                return refuse_topic_over_limit(shard, conn, held, &p, e);
             }
             let mut p = p;
             if let Some(alias) = p.properties.topic_alias.take() {
@@ -367,6 +398,13 @@ pub(super) async fn subscribe(shard: &Rc<Shard>, conn: &Rc<Conn>, s: Subscribe) 
         // The decoder validated `$share/{name}/{filter}` [MQTT-4.8.2-1, MQTT-4.8.2-2] and
         // refused No Local on it [MQTT-3.8.3-4].
         let shared = filter.starts_with(crate::proto::topic::SHARE_PREFIX);
+        if let Err(e) = super::limits::topic_within_limits(shard, &filter) {
+            Metrics::inc(&shard.metrics.topic_filter_over_limit);
+            tracing::info!(conn = conn.id, "subscription refused: {e}");
+            // 5.0: 0x8F Topic Filter invalid (§3.9.3); 3.1.1: 0x80 Failure [MQTT-3.9.3-2].
+            codes.push(if conn.version.is_v5() { 0x8F } else { 0x80 });
+            continue;
+        }
         if !shard.acl_may_subscribe(conn, &filter) {
             // 5.0: 0x87 Not authorized; 3.1.1: 0x80 Failure [MQTT-3.9.3-1]. The other
             // filters of the SUBSCRIBE are handled as usual.

@@ -190,6 +190,16 @@ pub(super) async fn read_loop(
                 // reader state stays small.
                 Ok(Some(Packet::Subscribe(sub))) => Box::pin(subscribe(shard, conn, sub)).await,
                 Ok(Some(p)) => {
+                    let over_rate = match &p {
+                        Packet::Publish(_) => limits::publish_delay(shard, conn),
+                        _ => None,
+                    };
+                    if let Some(wait) = over_rate {
+                        // Over `max_publish_rate`: stop reading until the bucket refills.
+                        if !Box::pin(limits::throttle(shard, conn, &mut held, wait)).await {
+                            return End::Abrupt;
+                        }
+                    }
                     match handle(shard, conn, p, &mut held) {
                         Flow::Continue => {}
                         Flow::Disconnect => {

@@ -10,9 +10,10 @@
 //!
 //! This file: [`Conn`], accepting, the handshake and hand-off, and `serve` (a connection's
 //! start). `lifecycle`: the reader loop, park/resume, tear-down. `handle`: one packet from
-//! a client. `writer`: encoding and writing queued messages. `auth_flow`: MQTT 5 enhanced
-//! authentication (§4.12) in the handshake and re-authentication. `password_flow`: CONNECT
-//! user name/password authentication and anonymous clients in the handshake.
+//! a client. `limits`: topic length/depth and publish-rate limits. `writer`: encoding and
+//! writing queued messages. `auth_flow`: MQTT 5 enhanced authentication (§4.12) in the
+//! handshake and re-authentication. `password_flow`: CONNECT user name/password
+//! authentication and anonymous clients in the handshake.
 
 use std::cell::{Cell, RefCell};
 use std::os::unix::io::RawFd;
@@ -41,6 +42,7 @@ use crate::shard::{Ctrl, Handoff, PkidRec, SessionCell, Shard};
 mod auth_flow;
 mod handle;
 mod lifecycle;
+mod limits;
 mod password_flow;
 mod v5;
 mod writer;
@@ -96,6 +98,8 @@ pub struct Conn {
     killed: Cell<bool>,
     keep_alive: u16,
     last_seen: Cell<u64>,
+    /// Theoretical arrival time of the next PUBLISH, in µs (`max_publish_rate`; see `limits`).
+    publish_tat: Cell<u64>,
     will: RefCell<Option<Box<LastWill>>>,
     /// Enhanced authentication (method, identity, a re-authentication in progress); `None`
     /// for connections that did not use it.
@@ -118,6 +122,7 @@ pub mod reason {
     pub const SERVER_SHUTTING_DOWN: u8 = 0x8B;
     pub const KEEP_ALIVE_TIMEOUT: u8 = 0x8D;
     pub const SESSION_TAKEN_OVER: u8 = 0x8E;
+    pub const TOPIC_NAME_INVALID: u8 = 0x90;
     pub const RECEIVE_MAXIMUM_EXCEEDED: u8 = 0x93;
     pub const NOT_AUTHORIZED: u8 = 0x87;
     pub const QUOTA_EXCEEDED: u8 = 0x97;
@@ -134,7 +139,7 @@ pub mod reason {
             KEEP_ALIVE_TIMEOUT => "keep alive timeout",
             SESSION_TAKEN_OVER => "session taken over",
             0x8F => "topic filter invalid",
-            0x90 => "topic name invalid",
+            TOPIC_NAME_INVALID => "topic name invalid",
             RECEIVE_MAXIMUM_EXCEEDED => "receive maximum exceeded",
             0x94 => "topic alias invalid",
             0x95 => "packet too large",
@@ -474,6 +479,9 @@ async fn handshake(shard: Rc<Shard>, stream: TcpStream, lst: &Listener) -> bool 
     if !cert_user && !password_flow::check_password(&shard, &io, &mut connect).await {
         return false;
     }
+    if limits::refuse_will_over_limit(&shard, &io, &connect).await {
+        return false;
+    }
     let assigned = connect.client_id.is_empty();
     if assigned {
         // [MQTT-3.1.3-6] assign an id; pick one whose home is this shard (no hand-off).
@@ -637,6 +645,7 @@ async fn serve(shard: Rc<Shard>, io: Rc<Io>, hello: Hello, rest: BytesMut) {
         killed: Cell::new(false),
         keep_alive,
         last_seen: Cell::new(shard.now()),
+        publish_tat: Cell::new(0),
         will: RefCell::new(will),
         auth: RefCell::new(None),
         user,

@@ -47,6 +47,22 @@ pub enum TopicError {
     /// The share name is not followed by `/` and a non-empty topic filter.
     #[error("[MQTT-4.8.2-2] share name must be followed by '/' and a topic filter")]
     MissingSharedFilter,
+    /// Longer than the broker's `max_topic_length` (a configured limit, not a spec rule).
+    #[error("topic is {len} bytes, over the configured limit of {max}")]
+    OverLengthLimit {
+        /// Length of the rejected string in bytes.
+        len: usize,
+        /// The configured limit.
+        max: usize,
+    },
+    /// More levels than the broker's `max_topic_levels` (a configured limit, not a spec rule).
+    #[error("topic has {levels} levels, over the configured limit of {max}")]
+    OverLevelLimit {
+        /// Levels of the rejected string.
+        levels: usize,
+        /// The configured limit.
+        max: usize,
+    },
 }
 
 /// Checks a PUBLISH topic name: non-empty, no wildcards, at most 65535 bytes, no U+0000.
@@ -83,6 +99,36 @@ pub fn validate_topic_filter(s: &str) -> Result<(), TopicError> {
         }
         None => check_filter_levels(s),
     }
+}
+
+/// Number of levels of a topic name or filter as matched against topics: `a//b` has three; a
+/// shared subscription counts its inner filter only (`$share/g/a/b` has two).
+pub fn level_count(s: &str) -> usize {
+    let matched = parse_shared(s).map_or(s, |(_, inner)| inner);
+    matched.bytes().filter(|&b| b == b'/').count() + 1
+}
+
+/// Checks a topic name or filter against the broker's configured limits (not the protocol's):
+/// at most `max_len` bytes and `max_levels` levels (see [`level_count`]).
+pub fn check_limits(s: &str, max_len: usize, max_levels: usize) -> Result<(), TopicError> {
+    if s.len() > max_len {
+        return Err(TopicError::OverLengthLimit {
+            len: s.len(),
+            max: max_len,
+        });
+    }
+    if s.len() < max_levels {
+        // At most one level per byte plus one: no need to count (the usual case).
+        return Ok(());
+    }
+    let levels = level_count(s);
+    if levels > max_levels {
+        return Err(TopicError::OverLevelLimit {
+            levels,
+            max: max_levels,
+        });
+    }
+    Ok(())
 }
 
 /// Splits a validated shared subscription filter into `(group, filter)`.
@@ -383,5 +429,31 @@ mod tests {
         assert!(!matches("a/b", "a/b/c"));
         assert!(!matches("a/b/c", "a/b"));
         assert!(!matches("A/b", "a/b"));
+    }
+
+    #[test]
+    fn levels_count_empty_ones_and_only_the_inner_filter_of_a_share() {
+        assert_eq!(level_count("a"), 1);
+        assert_eq!(level_count("a//b"), 3);
+        assert_eq!(level_count("/"), 2);
+        assert_eq!(level_count("$share/g/a/b"), 2);
+        assert_eq!(
+            level_count("$share/g"),
+            2,
+            "not a valid share: counted as written"
+        );
+    }
+
+    #[test]
+    fn configured_limits_are_inclusive() {
+        assert_eq!(check_limits("ab/cd", 5, 2), Ok(()));
+        assert_eq!(
+            check_limits("ab/cde", 5, 2),
+            Err(TopicError::OverLengthLimit { len: 6, max: 5 })
+        );
+        assert_eq!(
+            check_limits("a/b/c", 5, 2),
+            Err(TopicError::OverLevelLimit { levels: 3, max: 2 })
+        );
     }
 }

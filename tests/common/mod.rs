@@ -1043,6 +1043,7 @@ pub async fn next_from<T>(
 pub mod acl;
 pub mod auth;
 pub mod durable;
+pub mod hostile;
 pub mod passwd;
 pub mod subs;
 pub mod tls;
