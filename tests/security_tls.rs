@@ -429,14 +429,18 @@ fn python_paho_client_over_tls() {
     let _broker = start(&pki.listener_args(port), &[]);
     let script = r#"
 import sys, threading, paho.mqtt.client as mqtt
-port, ca = int(sys.argv[1]), sys.argv[2]
+import ssl
+port, ca, version = int(sys.argv[1]), sys.argv[2], sys.argv[3]
 got, subscribed = [], threading.Event()
 done = threading.Event()
 try:
     c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="paho-tls")
 except AttributeError:
     c = mqtt.Client(client_id="paho-tls")
-c.tls_set(ca_certs=ca)
+ctx = ssl.create_default_context(cafile=ca)
+pinned = ssl.TLSVersion.TLSv1_2 if version == "1.2" else ssl.TLSVersion.TLSv1_3
+ctx.minimum_version = ctx.maximum_version = pinned
+c.tls_set_context(ctx)
 c.on_subscribe = lambda *a: subscribed.set()
 def on_message(cl, ud, m):
     got.append(m.payload.decode())
@@ -449,26 +453,30 @@ assert subscribed.wait(5), "no SUBACK"
 for i in range(3):
     c.publish("paho/t", "p%d" % i, qos=1).wait_for_publish(5)
 assert done.wait(5), "got %r" % got
-print(",".join(got))
+print(c.socket().version(), ",".join(got))
 c.disconnect(); c.loop_stop()
 "#;
-    let out = Command::new("python3")
-        .args([
-            "-c",
-            script,
-            &port.to_string(),
-            &pki.ca.display().to_string(),
-        ])
-        .output()
-        .expect("python3");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "paho failed: {}{}",
-        stdout,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert_eq!(stdout.trim(), "p0,p1,p2");
+    // Both protocol versions the listener offers, pinned on the client side.
+    for (version, name) in [("1.2", "TLSv1.2"), ("1.3", "TLSv1.3")] {
+        let out = Command::new("python3")
+            .args([
+                "-c",
+                script,
+                &port.to_string(),
+                &pki.ca.display().to_string(),
+                version,
+            ])
+            .output()
+            .expect("python3");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "paho (TLS {version}) failed: {}{}",
+            stdout,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(stdout.trim(), format!("{name} p0,p1,p2"));
+    }
 }
 
 #[test]
