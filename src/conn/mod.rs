@@ -501,6 +501,10 @@ async fn handshake(shard: Rc<Shard>, stream: TcpStream, lst: &Listener) -> bool 
         }
         return false;
     }
+    // A TLS session is handed over with nothing left to send (post-handshake records).
+    if io.has_output() && io.flush(&Cell::new(0)).await.is_err() {
+        return false;
+    }
     let (stream, tls) = match io.into_parts() {
         Ok(parts) => parts,
         Err(_) => return false,
