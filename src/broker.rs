@@ -262,6 +262,17 @@ pub fn run(
             cfg.max_connection_rate_per_ip,
         )
         .map_err(|source| StartError::Tls { addr, source })?;
+        if let Some(other) = listeners.iter().find(|o: &&Arc<Listener>| o.addr == addr) {
+            // SO_REUSEPORT would let both bind and the kernel would split clients between
+            // them: refuse the configuration instead.
+            return Err(StartError::Listen {
+                addr,
+                source: std::io::Error::new(
+                    std::io::ErrorKind::AddrInUse,
+                    format!("listener {} already uses this address", other.name),
+                ),
+            });
+        }
         probes.push(probe);
         listeners.push(Arc::new(l));
     }

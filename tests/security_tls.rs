@@ -8,7 +8,7 @@ mod common;
 use std::process::Command;
 use std::time::Duration;
 
-use common::tls::{free_port, start, tls_opts, Pki, CLIENT_CN, CLIENT_SAN};
+use common::tls::{free_port, free_ports, start, tls_opts, Pki, CLIENT_CN, CLIENT_SAN};
 use common::TestClient;
 use rumqttc::QoS;
 
@@ -318,12 +318,23 @@ fn bad_certificate_files_stop_the_start_with_a_clear_error() {
     let (code, err) = run_broker(&["--config", &p(&cfg)]);
     assert_eq!(code, Some(2), "{err}");
     assert!(err.contains("tls_cert and tls_key go together"), "{err}");
+    // Two listeners on one address (SO_REUSEPORT would let both bind and split clients).
+    let port = free_port();
+    let twice = pki.dir.join("twice.toml");
+    std::fs::write(
+        &twice,
+        format!("[[listeners]]\nbind = \"127.0.0.1:{port}\"\n[[listeners]]\nbind = \"127.0.0.1:{port}\"\n"),
+    )
+    .unwrap();
+    let (code, err) = run_broker(&["--config", &p(&twice)]);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("already uses this address"), "{err}");
 }
 
 #[test]
 fn listeners_from_the_config_file_each_with_their_settings() {
     let pki = Pki::new("cfg");
-    let (tls_port, mtls_port) = (free_port(), free_port());
+    let [tls_port, mtls_port] = free_ports::<2>();
     let cfg = pki.dir.join("listeners.toml");
     std::fs::write(
         &cfg,
@@ -363,7 +374,7 @@ fn mosquitto_clients_over_tls_and_mutual_tls() {
         return;
     }
     let pki = Pki::new("mosq");
-    let (port, mport) = (free_port(), free_port());
+    let [port, mport] = free_ports::<2>();
     let mut args = pki.listener_args(port);
     // A second, mutual-TLS listener from the same broker.
     let cfg = pki.dir.join("m.toml");
@@ -386,14 +397,19 @@ fn mosquitto_clients_over_tls_and_mutual_tls() {
         .expect("mosquitto_sub");
     std::thread::sleep(Duration::from_millis(700));
     let publ = |p: u16, extra: &[&str], msg: &str| {
-        Command::new("mosquitto_pub")
+        let out = Command::new("mosquitto_pub")
             .args(["-h", "127.0.0.1", "-p", &p.to_string(), "--cafile", &ca])
             .args(["-t", "mosq/x", "-q", "1", "-m", msg])
             .args(extra)
             .output()
-            .expect("mosquitto_pub")
-            .status
-            .success()
+            .expect("mosquitto_pub");
+        if !out.status.success() {
+            eprintln!(
+                "mosquitto_pub {msg}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        out.status.success()
     };
     assert!(publ(port, &[], "over-tls"));
     let (cert, key) = (

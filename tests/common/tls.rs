@@ -148,8 +148,17 @@ impl Drop for Pki {
 
 /// A free TCP port on 127.0.0.1 (bound and released; the broker binds it right after).
 pub fn free_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind probe");
-    l.local_addr().expect("probe addr").port()
+    free_ports::<1>()[0]
+}
+
+/// `N` distinct free ports: all are held while the next is picked (a port released at once
+/// can come back from the next bind to port 0, and two listeners of one broker would then
+/// share it through SO_REUSEPORT).
+pub fn free_ports<const N: usize>() -> [u16; N] {
+    let held: Vec<std::net::TcpListener> = (0..N)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").expect("bind probe"))
+        .collect();
+    std::array::from_fn(|i| held[i].local_addr().expect("probe addr").port())
 }
 
 /// Start a broker with `args` (strings) plus `extra`.
