@@ -200,6 +200,67 @@ fn placement(cfg: &Config) -> Result<(PoolPlacement, String), StartError> {
     Ok((PoolPlacement::Custom(sets), map))
 }
 
+/// The files the configuration names (credentials, ACL), loaded and checked.
+struct Files {
+    auth: Registry,
+    acl: Option<crate::acl::AclStore>,
+    passwords: crate::auth::Passwords,
+}
+
+impl Files {
+    fn load(cfg: &Config) -> Result<Files, StartError> {
+        let auth = Registry::from_config(cfg.auth_scram_file.as_deref())?;
+        let acl = match &cfg.acl_file {
+            Some(path) => {
+                let store = crate::acl::AclStore::load(path)?;
+                tracing::info!("ACL {}: {}", path.display(), store.current().summary());
+                Some(store)
+            }
+            None => None,
+        };
+        let passwords = crate::auth::Passwords::load(cfg.passwords())
+            .map_err(|e| StartError::Passwords(e.to_string()))?;
+        Ok(Files {
+            auth,
+            acl,
+            passwords,
+        })
+    }
+}
+
+/// `ringmq check-config`: everything start-up reads and checks before it binds — the
+/// settings (already validated by [`Config::load`]), the TLS certificates and keys of every
+/// listener, duplicate listener addresses, the SCRAM and password files and the ACL — without
+/// touching the data directory or any socket. Returns one line per listener.
+pub fn check(cfg: &Config) -> Result<Vec<String>, StartError> {
+    Files::load(cfg)?;
+    let mut lines = Vec::new();
+    let configs = cfg.listener_configs();
+    for (i, lc) in configs.iter().enumerate() {
+        if lc.bind.port() != 0 && configs[..i].iter().any(|o| o.bind == lc.bind) {
+            return Err(StartError::Listen {
+                addr: lc.bind,
+                source: std::io::Error::new(
+                    std::io::ErrorKind::AddrInUse,
+                    "two listeners on this address",
+                ),
+            });
+        }
+        let l =
+            Listener::new(i as u8, lc, lc.bind, 0.0, 0.0).map_err(|source| StartError::Tls {
+                addr: lc.bind,
+                source,
+            })?;
+        lines.push(format!(
+            "listener {} on {}{}",
+            l.name,
+            l.addr,
+            if l.is_tls() { " (tls)" } else { "" }
+        ));
+    }
+    Ok(lines)
+}
+
 /// What the broker does on SIGHUP, on the signal thread: the binary re-reads its
 /// configuration, applies the log level and reloads what [`Global::reload`] covers.
 pub type OnHangup = Box<dyn FnMut(&Global) + Send>;
@@ -229,17 +290,12 @@ pub fn run(
             *v = states.into_iter().map(Some).collect();
         }
     }
-    let auth = Arc::new(Registry::from_config(cfg.auth_scram_file.as_deref())?);
-    let acl = match &cfg.acl_file {
-        Some(path) => {
-            let store = crate::acl::AclStore::load(path)?;
-            tracing::info!("ACL {}: {}", path.display(), store.current().summary());
-            Some(store)
-        }
-        None => None,
-    };
-    let passwords = crate::auth::Passwords::load(cfg.passwords())
-        .map_err(|e| StartError::Passwords(e.to_string()))?;
+    let Files {
+        auth,
+        acl,
+        passwords,
+    } = Files::load(&cfg)?;
+    let auth = Arc::new(auth);
     // Resolve port 0 once so every shard binds the same port: bind (no listen) a
     // reuseport socket to learn the port, keep it until the shards are listening.
     let mut probes = Vec::new();

@@ -220,6 +220,12 @@ pub struct Cli {
 pub enum Command {
     /// Add, update (password from stdin) or delete (-D) a user of a password file.
     Passwd(crate::auth::passwd_cmd::PasswdArgs),
+    /// Check a configuration file and every file it names (TLS certificates and keys,
+    /// password, SCRAM and ACL files) without starting; exit 0 when the broker would start.
+    CheckConfig {
+        /// The TOML configuration file.
+        file: PathBuf,
+    },
 }
 
 /// The effective configuration. Cloned into every shard at start; immutable afterwards.
@@ -699,8 +705,10 @@ mod tests {
                 assert!(a.delete);
                 assert_eq!((a.file.to_str(), a.user.as_str()), (Some("f"), "u"));
             }
-            None => panic!("no subcommand"),
+            other => panic!("not passwd: {other:?}"),
         }
+        let cli = Cli::parse_from(["ringmq", "check-config", "c.toml"]);
+        assert!(matches!(cli.command, Some(Command::CheckConfig { .. })));
     }
 
     #[test]

@@ -23,6 +23,9 @@ fn main() {
             }
         }
     }
+    if let Some(Command::CheckConfig { file }) = &cli.command {
+        check_config(file);
+    }
     let cfg = match Config::load(&cli) {
         Ok(c) => c,
         Err(e) => {
@@ -71,5 +74,34 @@ fn main() {
         tracing::error!("{e}");
         eprintln!("ringmq: {e}");
         std::process::exit(1);
+    }
+}
+
+/// `ringmq check-config FILE`: exit 0 and a summary when the broker would start with FILE,
+/// 2 for an invalid setting, 1 for a file it names that does not load.
+fn check_config(file: &std::path::Path) -> ! {
+    let cli = Cli {
+        config: Some(file.to_path_buf()),
+        ..Cli::default()
+    };
+    let cfg = match Config::load(&cli) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("ringmq check-config: {e}");
+            std::process::exit(2);
+        }
+    };
+    match broker::check(&cfg) {
+        Ok(lines) => {
+            for l in lines {
+                println!("{l}");
+            }
+            println!("{}: ok", file.display());
+            std::process::exit(0);
+        }
+        Err(e) => {
+            eprintln!("ringmq check-config: {e}");
+            std::process::exit(1);
+        }
     }
 }
