@@ -231,12 +231,15 @@ impl Conn {
         self.reader_wake.notify();
     }
 
-    /// When the keep-alive expires given the last activity: 1.5 × keep-alive.
+    /// The first whole second (shard clock) at which 1.5 × keep-alive has surely passed
+    /// since the last packet. `last_seen` is the second the packet arrived in, rounded down,
+    /// so one second is added: closing at `last_seen + 1.5 × keep-alive` could come up to a
+    /// second early, which [MQTT-3.1.2-24] does not allow.
     pub fn keepalive_deadline(&self) -> Option<u64> {
         if self.keep_alive == 0 {
             return None;
         }
-        Some(self.last_seen.get() + (self.keep_alive as u64 * 3).div_ceil(2))
+        Some(self.last_seen.get() + (self.keep_alive as u64 * 3).div_ceil(2) + 1)
     }
 
     fn send(&self, p: &Packet) {
