@@ -324,13 +324,7 @@ impl Io {
             return Err(self);
         }
         let io = Rc::try_unwrap(self)?;
-        let stream = io.stream.into_inner();
-        match io.tls.map(Tls::into_session) {
-            None => Ok((stream, None)),
-            Some(Ok(s)) => Ok((stream, Some(s))),
-            // Checked above; the state only changes on this thread.
-            Some(Err(_)) => Err(Io::new(stream)),
-        }
+        Ok((io.stream.into_inner(), io.tls.map(Tls::into_session)))
     }
 }
 

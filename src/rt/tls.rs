@@ -38,13 +38,10 @@ impl Tls {
     }
 
     /// Give up the ciphertext buffer and keep only the rustls state (parking, hand-off).
-    /// `None` if ciphertext is still waiting: the connection is not idle.
-    pub fn into_session(self) -> Result<Box<ServerConnection>, Tls> {
-        if self.out.borrow().is_empty() && !self.conn.borrow().wants_write() {
-            Ok(self.conn.into_inner())
-        } else {
-            Err(self)
-        }
+    /// The caller checks [`Tls::has_output`] first: every operation moves what rustls wants
+    /// to send into the output at once, so an empty output means nothing is pending.
+    pub fn into_session(self) -> Box<ServerConnection> {
+        self.conn.into_inner()
     }
 
     pub fn is_handshaking(&self) -> bool {
