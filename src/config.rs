@@ -17,7 +17,9 @@ use serde::Deserialize;
 #[command(
     name = "ringmq",
     version,
-    about = "ringmq: a thread-per-core io_uring MQTT broker"
+    about = "ringmq: a thread-per-core io_uring MQTT broker",
+    // A flag given twice: the last one wins (wrappers and scripts append overrides).
+    args_override_self = true
 )]
 pub struct Cli {
     /// TOML configuration file.
@@ -67,6 +69,10 @@ pub struct Cli {
     /// Log level or tracing filter (error, warn, info, debug, trace) [default: info].
     #[arg(long, value_name = "LEVEL")]
     pub log_level: Option<String>,
+    /// Log line format on stderr: "text" (human) or "json" (one object per line, for log
+    /// shippers) [default: text].
+    #[arg(long, value_name = "text|json")]
+    pub log_format: Option<LogFormat>,
     /// Largest packet accepted from a client, in bytes [default: 16777216; max 268435455].
     #[arg(long, value_name = "BYTES")]
     pub max_packet_size: Option<usize>,
@@ -228,6 +234,17 @@ pub enum Command {
     },
 }
 
+/// How log lines are written (`log_format`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// One human-readable line per event.
+    #[default]
+    Text,
+    /// One JSON object per line (timestamp, level, target, fields).
+    Json,
+}
+
 /// The effective configuration. Cloned into every shard at start; immutable afterwards.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -247,6 +264,7 @@ pub struct Config {
     pub cpus: Option<String>,
     pub data_dir: PathBuf,
     pub log_level: String,
+    pub log_format: LogFormat,
     pub max_packet_size: usize,
     pub max_inflight: usize,
     pub max_queued_messages: usize,
@@ -336,6 +354,7 @@ impl Default for Config {
             cpus: None,
             data_dir: PathBuf::from("ringmq-data"),
             log_level: "info".into(),
+            log_format: LogFormat::Text,
             max_packet_size: 16 * 1024 * 1024,
             max_inflight: 32,
             max_queued_messages: 1000,
@@ -422,6 +441,7 @@ impl Config {
             shards,
             data_dir,
             log_level,
+            log_format,
             max_packet_size,
             max_inflight,
             max_queued_messages,

@@ -18,6 +18,7 @@
 //! | [`rt`] | the only glommio-facing code: sockets, mesh outboxes, notify primitives, the parking lot for idle sockets | per shard |
 //! | [`metrics`] | per-shard counters (every enforced limit is counted) | one shard |
 //! | [`config`] | defaults, TOML file, CLI flags | read-only copy per shard |
+//! | [`logging`] | the server binary's log subscriber: text or JSON lines, reloadable level, a writer thread with a bounded queue (shards never block on stderr) | process-wide |
 //! | [`broker`] | start-up checks, data-dir lock, pool, signals, shutdown | main thread |
 //! | [`bench`] | `ringmq-bench` load generator: MQTT clients, delivery checker, report | its own generator threads (not the broker) |
 //!
@@ -35,6 +36,7 @@ pub mod conn;
 pub mod expiry;
 pub mod journal;
 pub mod listener;
+pub mod logging;
 pub mod metrics;
 pub mod pressure;
 pub mod proto;

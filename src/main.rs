@@ -5,9 +5,7 @@
 use clap::Parser;
 use ringmq::broker;
 use ringmq::config::{Cli, Command, Config};
-use tracing_subscriber::layer::SubscriberExt;
-use tracing_subscriber::util::SubscriberInitExt;
-use tracing_subscriber::{reload, EnvFilter};
+use ringmq::logging::Logging;
 
 fn main() {
     let cli = Cli::parse();
@@ -33,24 +31,13 @@ fn main() {
             std::process::exit(2);
         }
     };
-    let filter = EnvFilter::try_new(&cfg.log_level).unwrap_or_else(|_| EnvFilter::new("info"));
-    let (filter, log_level) = reload::Layer::new(filter);
-    tracing_subscriber::registry()
-        .with(filter)
-        .with(
-            tracing_subscriber::fmt::layer()
-                .with_writer(std::io::stderr)
-                .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())),
-        )
-        .init();
+    let logging = Logging::init(&cfg.log_level, cfg.log_format);
     tracing::info!(version = env!("CARGO_PKG_VERSION"), "ringmq starting");
+    let level = logging.level();
     let on_hup: broker::OnHangup = Box::new(move |global| {
         match Config::load(&cli) {
-            Ok(c) => match EnvFilter::try_new(&c.log_level) {
-                Ok(f) => match log_level.reload(f) {
-                    Ok(()) => tracing::info!(level = %c.log_level, "log level reloaded"),
-                    Err(e) => tracing::warn!("log level not reloaded: {e}"),
-                },
+            Ok(c) => match level.set(&c.log_level) {
+                Ok(()) => tracing::info!(level = %c.log_level, "log level reloaded"),
                 Err(e) => tracing::warn!(level = %c.log_level, "log level not reloaded: {e}"),
             },
             Err(e) => tracing::error!("configuration not reloaded: {e}"),
@@ -72,8 +59,14 @@ fn main() {
     );
     if let Err(e) = result {
         tracing::error!("{e}");
+        // Flush the log queue first: exit skips destructors.
+        drop(logging);
         eprintln!("ringmq: {e}");
         std::process::exit(1);
+    }
+    let dropped = ringmq::logging::dropped_lines();
+    if dropped > 0 {
+        tracing::warn!(dropped, "log lines dropped: stderr did not keep up");
     }
 }
 

@@ -263,6 +263,7 @@ fn protocol_error(shard: &Shard, conn: &Conn, why: &str) -> Flow {
 
 /// DISCONNECT with `reason`, then close once the writer has flushed it.
 fn disconnect(conn: &Conn, reason: u8) -> Flow {
+    conn.note_end(super::Ending::Server(reason));
     conn.send(&Packet::Disconnect(Disconnect {
         reason,
         properties: Properties::default(),

@@ -47,7 +47,7 @@ fn refuse_topic_over_limit(
     e: crate::proto::topic::TopicError,
 ) -> Flow {
     Metrics::inc(&shard.metrics.topic_name_over_limit);
-    tracing::info!(conn = conn.id, qos = p.qos as u8, "publish refused: {e}");
+    tracing::debug!(conn = conn.id, qos = p.qos as u8, "publish refused: {e}");
     if !conn.version.is_v5() || p.qos == QoS::AtMostOnce {
         return Flow::Violation(reason::TOPIC_NAME_INVALID);
     }
@@ -296,6 +296,7 @@ pub(super) fn handle(shard: &Rc<Shard>, conn: &Rc<Conn>, p: Packet, held: &mut H
             if d.reason != 0x04 {
                 conn.will.replace(None);
             }
+            conn.note_end(Ending::ClientDisconnect(d.reason));
             return Flow::Disconnect;
         }
         Packet::Auth(a) => return reauthenticate(shard, conn, a),
@@ -307,6 +308,7 @@ pub(super) fn handle(shard: &Rc<Shard>, conn: &Rc<Conn>, p: Packet, held: &mut H
                 "closing connection: unexpected packet type {} from a client",
                 other.type_id()
             );
+            conn.note_end(Ending::Server(reason::PROTOCOL_ERROR));
             return Flow::Close;
         }
     }
@@ -343,6 +345,7 @@ fn refuse_unlogged(
             "closing 3.1.x connection: disk full, QoS {} publish refused",
             qos as u8
         );
+        conn.note_end(Ending::Server(reason::QUOTA_EXCEEDED));
         return Flow::Close;
     }
     let mut a = ack(pkid);
@@ -400,7 +403,7 @@ pub(super) async fn subscribe(shard: &Rc<Shard>, conn: &Rc<Conn>, s: Subscribe) 
         let shared = filter.starts_with(crate::proto::topic::SHARE_PREFIX);
         if let Err(e) = super::limits::topic_within_limits(shard, &filter) {
             Metrics::inc(&shard.metrics.topic_filter_over_limit);
-            tracing::info!(conn = conn.id, "subscription refused: {e}");
+            tracing::debug!(conn = conn.id, "subscription refused: {e}");
             // 5.0: 0x8F Topic Filter invalid (§3.9.3); 3.1.1: 0x80 Failure [MQTT-3.9.3-2].
             codes.push(if conn.version.is_v5() { 0x8F } else { 0x80 });
             continue;
@@ -452,6 +455,12 @@ pub(super) async fn subscribe(shard: &Rc<Shard>, conn: &Rc<Conn>, s: Subscribe) 
             return;
         }
     }
+    tracing::debug!(
+        conn = conn.id,
+        client = %conn.session.state.borrow().client_id,
+        codes = ?codes,
+        "subscribed"
+    );
     conn.send(&Packet::SubAck(SubAck {
         pkid: s.pkid,
         codes,

@@ -162,7 +162,14 @@ pub(super) fn teardown(shard: &Rc<Shard>, conn: &Rc<Conn>, graceful: bool) {
     let will = conn.will.borrow_mut().take();
     shard.connection_ended(&cell, current, will, conn.user.clone());
     shard.release_connection(conn.listener);
-    tracing::debug!(conn = conn.id, graceful, "connection closed");
+    tracing::info!(
+        client = %cell.state.borrow().client_id,
+        conn = conn.id,
+        reason = %conn.ending.get().describe(),
+        graceful,
+        connected_secs = shard.now().saturating_sub(conn.since as u64),
+        "client disconnected"
+    );
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -302,7 +309,15 @@ pub(super) async fn read_loop(
                     }
                     break;
                 }
-                Some(Ok(None)) | Some(Err(_)) => return End::Abrupt,
+                Some(Ok(None)) => {
+                    conn.note_end(Ending::PeerClosed);
+                    return End::Abrupt;
+                }
+                Some(Err(e)) => {
+                    tracing::debug!(conn = conn.id, "read failed: {e}");
+                    conn.note_end(Ending::SocketError);
+                    return End::Abrupt;
+                }
             }
         }
     }

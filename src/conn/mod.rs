@@ -40,6 +40,7 @@ use crate::session::{Delivery, Outgoing, PubRecResult, Publication};
 use crate::shard::{Ctrl, Handoff, PkidRec, SessionCell, Shard};
 
 mod auth_flow;
+mod ending;
 mod handle;
 mod lifecycle;
 mod limits;
@@ -48,6 +49,7 @@ mod v5;
 mod writer;
 
 use auth_flow::{authenticate, conn_auth, connack_properties, reauthenticate, ConnAuth};
+pub use ending::Ending;
 use handle::*;
 pub use lifecycle::run_parking;
 use lifecycle::*;
@@ -113,6 +115,10 @@ pub struct Conn {
     pub session: Rc<SessionCell>,
     /// What a 5.0 client negotiated (topic aliases, its maximum packet size...).
     v5: Option<Box<v5::V5>>,
+    /// The first cause of the connection's end (for the "client disconnected" line).
+    ending: Cell<Ending>,
+    /// Shard-clock second the connection was served from.
+    since: u32,
 }
 
 /// Server-initiated DISCONNECT reason codes (5.0 §3.14.2.1).
@@ -160,6 +166,7 @@ impl Conn {
     /// socket is parked, or the writer is idle with nothing buffered (a half-written packet
     /// must not be interleaved). Best effort; the close follows either way.
     pub fn kill_with(&self, reason_code: u8) {
+        self.note_end(Ending::Server(reason_code));
         if self.killed.get() || !self.version.is_v5() {
             return self.kill();
         }
@@ -194,6 +201,13 @@ impl Conn {
             }
             self.writer_wake.notify();
             self.reader_wake.notify();
+        }
+    }
+
+    /// Note why the connection ends; the first cause noted wins.
+    pub(crate) fn note_end(&self, why: Ending) {
+        if self.ending.get() == Ending::Unknown {
+            self.ending.set(why);
         }
     }
 
@@ -252,6 +266,7 @@ impl Conn {
     /// Queue a DISCONNECT with `reason_code` for a 5.0 client (no-op for 3.1.x, which has
     /// no server DISCONNECT); the writer flushes it before closing.
     fn send_disconnect(&self, reason_code: u8) {
+        self.note_end(Ending::Server(reason_code));
         if self.version.is_v5() {
             self.send(&self.disconnect_packet(reason_code));
         }
@@ -661,6 +676,8 @@ async fn serve(shard: Rc<Shard>, io: Rc<Io>, hello: Hello, rest: BytesMut) {
         v5: version
             .is_v5()
             .then(|| Box::new(v5::V5::from_connect(&props))),
+        ending: Cell::new(Ending::Unknown),
+        since: shard.now() as u32,
     });
     if let Some(old) = cell.conn.replace(Some(conn.clone())) {
         // [MQTT-3.1.4-2] a second connection with the same client id closes the first
@@ -708,7 +725,19 @@ async fn serve(shard: Rc<Shard>, io: Rc<Io>, hello: Hello, rest: BytesMut) {
             }
         }
     }
-    tracing::debug!(client = %client_id, user = ?conn.user(), shard = shard.id, present, "client connected");
+    tracing::info!(
+        client = %client_id,
+        conn = conn.id,
+        peer = ?io.peer_addr(),
+        user = conn.user().unwrap_or(""),
+        listener = shard.global.listeners.get(listener as usize).map_or("", |l| l.name.as_str()),
+        protocol = version.name(),
+        clean_start,
+        keep_alive,
+        session_present = present,
+        shard = shard.id,
+        "client connected"
+    );
     drop(client_id);
     run(shard, conn, io, rest).await;
 }

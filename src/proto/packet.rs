@@ -33,6 +33,14 @@ impl ProtocolVersion {
     pub fn is_v5(self) -> bool {
         self == ProtocolVersion::V5
     }
+    /// "3.1", "3.1.1" or "5.0" (for log lines).
+    pub fn name(self) -> &'static str {
+        match self {
+            ProtocolVersion::V31 => "3.1",
+            ProtocolVersion::V311 => "3.1.1",
+            ProtocolVersion::V5 => "5.0",
+        }
+    }
 }
 
 /// Quality of service level.
