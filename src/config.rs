@@ -165,8 +165,8 @@ pub struct Cli {
     /// snapshot's size) [default: 67108864].
     #[arg(long, value_name = "BYTES")]
     pub compact_bytes: Option<u64>,
-    /// ACL file: which clients may publish to and receive from which topics (format in
-    /// docs/acl.md; re-read on reload, a bad file keeps the previous ACL) [default: none =
+    /// ACL file: which clients may publish to and receive from which topics (format: README,
+    /// "Authorization"; re-read on reload, a bad file keeps the previous ACL) [default: none =
     /// every client may publish and subscribe to everything].
     #[arg(long, value_name = "FILE")]
     pub acl_file: Option<PathBuf>,

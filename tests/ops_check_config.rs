@@ -4,22 +4,8 @@
 
 mod common;
 
-use std::process::Command;
-
+use common::ops::check_config as check;
 use common::tls::Pki;
-
-fn check(file: &std::path::Path) -> (Option<i32>, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_ringmq"))
-        .arg("check-config")
-        .arg(file)
-        .output()
-        .expect("run ringmq check-config");
-    (
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
 
 #[test]
 fn check_config_accepts_a_good_file_and_names_what_is_wrong() {
