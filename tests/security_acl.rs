@@ -296,23 +296,9 @@ fn a_bad_acl_file_stops_the_start() {
     std::fs::create_dir_all(&dir).unwrap();
     let file = dir.join("acl.conf");
     std::fs::write(&file, "all\nallow sometimes x\n").unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_ringmq"))
-        .args([
-            "--listen",
-            "127.0.0.1:0",
-            "--shards",
-            "1",
-            "--durability",
-            "none",
-        ])
-        .arg("--data-dir")
-        .arg(dir.join("data"))
-        .arg("--acl-file")
-        .arg(&file)
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
+    let (code, err) =
+        common::ops::start_fails(&["--shards", "1", "--acl-file", file.to_str().unwrap()]);
+    assert_ne!(code, Some(0));
     assert!(err.contains("line 2"), "{err}");
     let _ = std::fs::remove_dir_all(&dir);
 }

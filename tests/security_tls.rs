@@ -142,8 +142,8 @@ fn optional_client_certificate_and_user_name_from_certificate() {
                 .unwrap_or_else(|| panic!("no connect line for {id}:\n{log}"))
                 .to_string()
         };
-        assert!(line(&format!("cert-{which}")).contains(&format!("user=Some(\"{name}\")")));
-        assert!(line(&format!("nocert-{which}")).contains("user=None"));
+        assert!(line(&format!("cert-{which}")).contains(&format!("user={name}")));
+        assert!(!line(&format!("nocert-{which}")).contains("user="));
         assert!(!log.contains("claimed-user"));
     }
 }
@@ -223,37 +223,6 @@ fn parked_tls_connections_resume_and_hear_takeover() {
 }
 
 /// Run the broker binary with `args` until it exits (it must, within 10 s).
-fn run_broker(args: &[&str]) -> (Option<i32>, String) {
-    let dir = std::env::temp_dir().join(format!("ringmq-badtls-{}", std::process::id()));
-    let mut child = Command::new(env!("CARGO_BIN_EXE_ringmq"))
-        .args([
-            "--listen",
-            "127.0.0.1:0",
-            "--durability",
-            "none",
-            "--data-dir",
-        ])
-        .arg(&dir)
-        .args(args)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("spawn ringmq");
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while child.try_wait().expect("wait").is_none() {
-        if std::time::Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("broker with {args:?} did not exit");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let out = child.wait_with_output().expect("output");
-    let _ = std::fs::remove_dir_all(&dir);
-    (
-        out.status.code(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
 
 #[test]
 fn bad_certificate_files_stop_the_start_with_a_clear_error() {
@@ -279,7 +248,7 @@ fn bad_certificate_files_stop_the_start_with_a_clear_error() {
         ),
     ];
     for (files, want) in cases {
-        let (code, err) = run_broker(&[
+        let (code, err) = common::ops::start_fails(&[
             "--tls-listen",
             "127.0.0.1:0",
             "--tls-cert",
@@ -290,7 +259,7 @@ fn bad_certificate_files_stop_the_start_with_a_clear_error() {
         assert_eq!(code, Some(1), "{files:?}: {err}");
         assert!(err.contains(want), "{files:?}: want {want:?} in:\n{err}");
     }
-    let (code, err) = run_broker(&[
+    let (code, err) = common::ops::start_fails(&[
         "--tls-listen",
         "127.0.0.1:0",
         "--tls-cert",
@@ -302,7 +271,7 @@ fn bad_certificate_files_stop_the_start_with_a_clear_error() {
     ]);
     assert_eq!(code, Some(1), "{err}");
     assert!(err.contains("client CA file"), "{err}");
-    let (code, err) = run_broker(&["--tls-listen", "127.0.0.1:0"]);
+    let (code, err) = common::ops::start_fails(&["--tls-listen", "127.0.0.1:0"]);
     assert_eq!(code, Some(2), "{err}");
     assert!(err.contains("needs tls_cert and tls_key"), "{err}");
     // A [[listeners]] entry with half its TLS settings.
@@ -315,7 +284,7 @@ fn bad_certificate_files_stop_the_start_with_a_clear_error() {
         ),
     )
     .unwrap();
-    let (code, err) = run_broker(&["--config", &p(&cfg)]);
+    let (code, err) = common::ops::start_fails(&["--config", &p(&cfg)]);
     assert_eq!(code, Some(2), "{err}");
     assert!(err.contains("tls_cert and tls_key go together"), "{err}");
     // Two listeners on one address (SO_REUSEPORT would let both bind and split clients).
@@ -326,7 +295,7 @@ fn bad_certificate_files_stop_the_start_with_a_clear_error() {
         format!("[[listeners]]\nbind = \"127.0.0.1:{port}\"\n[[listeners]]\nbind = \"127.0.0.1:{port}\"\n"),
     )
     .unwrap();
-    let (code, err) = run_broker(&["--config", &p(&twice)]);
+    let (code, err) = common::ops::start_fails(&["--config", &p(&twice)]);
     assert_eq!(code, Some(1), "{err}");
     assert!(err.contains("already uses this address"), "{err}");
 }

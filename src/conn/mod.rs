@@ -729,7 +729,8 @@ async fn serve(shard: Rc<Shard>, io: Rc<Io>, hello: Hello, rest: BytesMut) {
         client = %client_id,
         conn = conn.id,
         peer = ?io.peer_addr(),
-        user = conn.user().unwrap_or(""),
+        // Omitted for anonymous clients.
+        user = conn.user().map(tracing::field::display),
         listener = shard.global.listeners.get(listener as usize).map_or("", |l| l.name.as_str()),
         protocol = version.name(),
         clean_start,
