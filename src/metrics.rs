@@ -37,6 +37,8 @@ counters! {
     /// Connections closed on a `proxy_protocol` listener: no valid PROXY header (missing,
     /// malformed, over `max_proxy_header_size`, or not complete within `connect_timeout`).
     proxy_header_errors,
+    /// PROXY v2 LOCAL connections (load-balancer health checks) closed before sending a byte.
+    proxy_health_checks,
     /// Times a listener's accept loop paused because `connection_rate` was reached.
     accept_rate_limited,
     /// TLS handshakes that failed (bad certificate, protocol error, no client certificate).

@@ -80,6 +80,12 @@ pub(super) async fn read_and_admit(
             return Err(Refused);
         }
     }
+    if header.local && closes_silently(stream, limit).await {
+        // A load balancer's health check (LOCAL, then close): not a failed TLS handshake or
+        // CONNECT, which is what every check would otherwise count and log.
+        Metrics::inc(&shard.metrics.proxy_health_checks);
+        return Err(Refused);
+    }
     Ok(real)
 }
 
@@ -96,6 +102,17 @@ fn admit_address(shard: &Shard, lst: &Listener, ip: IpAddr) -> bool {
         return false;
     }
     true
+}
+
+/// Whether the peer closes (or fails) before sending a byte; waits for its first byte (left
+/// in the socket) at most `limit`. A silent peer is not closed here: the handshake's own
+/// timeout follows.
+async fn closes_silently(stream: &TcpStream, limit: Duration) -> bool {
+    let mut one = [0u8; 1];
+    matches!(
+        with_timeout(limit, stream.peek(&mut one)).await,
+        Some(Ok(0) | Err(_))
+    )
 }
 
 /// Why no header was read.

@@ -1045,6 +1045,7 @@ pub mod auth;
 pub mod durable;
 pub mod hostile;
 pub mod passwd;
+pub mod proxy;
 pub mod subs;
 pub mod tls;
 pub mod v5;
