@@ -102,6 +102,23 @@ fn no_header_or_a_bad_one_is_closed_never_guessed() {
 }
 
 #[test]
+fn the_plain_listener_takes_proxy_protocol_from_the_flag() {
+    let broker = Broker::start_with(&["--proxy-protocol", "true"]);
+    let mut raw = Raw::connect(broker.addr);
+    let mut bytes = encode_v2(
+        Some((sa("[2001:db8::77]:9"), sa("[2001:db8::1]:1883"))),
+        &[],
+    );
+    bytes.extend(connect_v311("flag", true, 30));
+    raw.send(&bytes);
+    expect_connack_ok(&mut raw);
+    wait_log(&broker, "peer=Some([2001:db8::77]:9)");
+    let mut plain = Raw::connect(broker.addr);
+    let _ = try_send(&mut plain, &connect_v311("flag-none", true, 30));
+    wait_closed(&mut plain, Duration::from_secs(3));
+}
+
+#[test]
 fn a_peer_outside_proxy_trusted_is_closed() {
     let (_broker, addr) = proxy_broker("untrusted", "proxy_trusted = [\"10.0.0.0/8\"]\n", &[]);
     let mut raw = Raw::connect(addr);
