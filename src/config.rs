@@ -216,6 +216,15 @@ pub struct Cli {
     /// back on the device. 0 = no limit [default: 0].
     #[arg(long, value_name = "N")]
     pub max_publish_rate: Option<u32>,
+    /// The plain `--listen` listener expects a PROXY protocol header (v1 or v2) before each
+    /// connection's bytes, from a load balancer; connections without one are closed. Other
+    /// listeners: `proxy_protocol` in `[[listeners]]` [default: false].
+    #[arg(long, value_name = "BOOL")]
+    pub proxy_protocol: Option<bool>,
+    /// Largest PROXY protocol v2 header accepted, TLVs included (v1 lines are at most 107
+    /// bytes by the spec); a larger one closes the connection [default: 4096; 232..=65551].
+    #[arg(long, value_name = "BYTES")]
+    pub max_proxy_header_size: Option<usize>,
     /// A subcommand instead of running the broker.
     #[command(subcommand)]
     pub command: Option<Command>,
@@ -302,6 +311,8 @@ pub struct Config {
     pub max_topic_length: usize,
     pub max_topic_levels: usize,
     pub max_publish_rate: u32,
+    pub proxy_protocol: bool,
+    pub max_proxy_header_size: usize,
 }
 
 /// The plain listener's address, or off.
@@ -391,6 +402,8 @@ impl Default for Config {
             max_topic_length: crate::proto::topic::MAX_TOPIC_LEN,
             max_topic_levels: 128,
             max_publish_rate: 0,
+            proxy_protocol: false,
+            max_proxy_header_size: 4096,
         }
     }
 }
@@ -476,7 +489,9 @@ impl Config {
             auth_throttle_entries,
             max_topic_length,
             max_topic_levels,
-            max_publish_rate
+            max_publish_rate,
+            proxy_protocol,
+            max_proxy_header_size
         );
         if cli.allow_anonymous.is_some() {
             cfg.allow_anonymous = cli.allow_anonymous;
@@ -605,6 +620,11 @@ impl Config {
         if self.listen_backlog <= 0 {
             return bad("listen_backlog", "must be positive");
         }
+        if !(crate::proxy::V2_MIN_MAX..=crate::proxy::V2_SPEC_MAX)
+            .contains(&self.max_proxy_header_size)
+        {
+            return bad("max_proxy_header_size", "must be between 232 and 65551");
+        }
         if self.cpus.is_some() {
             let cpus = self
                 .cpu_list()
@@ -621,7 +641,9 @@ impl Config {
     pub fn listener_configs(&self) -> Vec<ListenerConfig> {
         let mut v = Vec::new();
         if let Listen::Addr(a) = self.listen {
-            v.push(ListenerConfig::plain(a));
+            let mut l = ListenerConfig::plain(a);
+            l.proxy_protocol = self.proxy_protocol;
+            v.push(l);
         }
         if let Some(a) = self.tls_listen {
             let mut l = ListenerConfig::plain(a);

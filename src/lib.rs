@@ -11,7 +11,9 @@
 //! | [`expiry`] | session lifetimes after their connection, session expiry, delayed wills | one shard |
 //! | [`journal`] | the durable log: record framing, segments, the writer with group commit, snapshots, recovery | one shard (recovery: the main thread before shards start) |
 //! | [`pressure`] | publisher flow control: congested subscribers pause their publishers, slow consumers | one shard |
-//! | [`listener`] | listener settings (plain/TLS, per-listener limits) and connection admission: counts, accept rate, per-address rate | built at start, shared by every shard; each accept loop owns its rate bucket |
+//! | [`listener`] | listener settings (plain/TLS, per-listener limits) and connection admission: counts, accept rate, per-address rate, allowed/denied networks, PROXY protocol | built at start, shared by every shard; each accept loop owns its rate bucket |
+//! | [`proxy`] | the PROXY protocol header (v1 text, v2 binary) a load balancer sends first: sans-IO parser, bounded | pure |
+//! | [`cidr`] | CIDR networks for address admission (`allow_from`, `deny_from`, `proxy_trusted`) | parsed at config load, shared read-only |
 //! | [`tls`] | TLS settings → rustls server config (PEM files, mutual TLS), user name from a client certificate | built at start, shared read-only; a connection's record layer is `rt::tls` |
 //! | [`acl`] | authorization: the ACL file (sections, allow/deny rules, `%u`/`%c` patterns), read/write/subscribe decisions, lock-free reload | parsed once per (re)load, shared read-only by every shard |
 //! | [`auth`] | MQTT 5 enhanced authentication: method trait, registry, SCRAM-SHA-256 (sans-IO); CONNECT user name/password: back-end trait, argon2id password file, cache of successful checks, failure throttle, `ringmq passwd` | registry built at start, shared read-only by every shard; an exchange per connection; the password back end in `shard::Global` (swapped on reload), its hashes run on each shard's blocking pool |
@@ -31,6 +33,7 @@ pub mod acl;
 pub mod auth;
 pub mod bench;
 pub mod broker;
+pub mod cidr;
 pub mod config;
 pub mod conn;
 pub mod expiry;
@@ -40,6 +43,7 @@ pub mod logging;
 pub mod metrics;
 pub mod pressure;
 pub mod proto;
+pub mod proxy;
 pub mod route;
 pub mod rt;
 pub mod session;

@@ -1,6 +1,8 @@
 //! Listeners: what each one is (address, plain or TLS, its own limits) and the admission
 //! checks every accepted connection passes before its handshake — global and per-listener
-//! connection counts, a per-listener accept rate and a per-source-address rate.
+//! connection counts, a per-listener accept rate, a per-source-address rate and the allowed /
+//! denied networks. On a `proxy_protocol` listener the source address is the client's real
+//! one from the PROXY header (`conn::proxy_flow`), so the address checks run after it.
 //!
 //! [`ListenerConfig`] is one `[[listeners]]` TOML entry (the `--listen` and `--tls-*` flags
 //! make the same). [`Listener`] is its run-time form, built on the main thread at start-up and
@@ -18,6 +20,7 @@ use std::time::Instant;
 use rustls::ServerConfig;
 use serde::Deserialize;
 
+use crate::cidr::{any_contains, Cidr};
 use crate::tls::{CertName, TlsError, TlsSettings};
 
 /// One listener's settings (`[[listeners]]` in the TOML file).
@@ -56,6 +59,22 @@ pub struct ListenerConfig {
     /// once) [default: the global `max_connection_rate_per_ip`].
     #[serde(default)]
     pub connection_rate_per_ip: Option<f64>,
+    /// Every connection starts with a PROXY protocol header (v1 or v2) from a load balancer;
+    /// the client's address in it is the one the broker uses. A connection without a valid
+    /// header is closed [default: false].
+    #[serde(default)]
+    pub proxy_protocol: bool,
+    /// With `proxy_protocol`: only peers in these networks (CIDR) may send the header;
+    /// others are closed [default: any peer].
+    #[serde(default)]
+    pub proxy_trusted: Vec<Cidr>,
+    /// Admit only clients whose (real) address is in one of these networks [default: all].
+    #[serde(default)]
+    pub allow_from: Vec<Cidr>,
+    /// Refuse clients whose (real) address is in one of these networks; wins over
+    /// `allow_from` [default: none].
+    #[serde(default)]
+    pub deny_from: Vec<Cidr>,
 }
 
 impl ListenerConfig {
@@ -72,11 +91,19 @@ impl ListenerConfig {
             max_connections: 0,
             connection_rate: None,
             connection_rate_per_ip: None,
+            proxy_protocol: false,
+            proxy_trusted: Vec::new(),
+            allow_from: Vec::new(),
+            deny_from: Vec::new(),
         }
     }
 
-    /// The TLS settings, `None` for a plain listener; an error names what is missing.
+    /// The TLS settings, `None` for a plain listener; an error names what is missing (the
+    /// check of keys that need another, `proxy_trusted` without `proxy_protocol` too).
     pub fn tls(&self) -> Result<Option<TlsSettings>, String> {
+        if !self.proxy_trusted.is_empty() && !self.proxy_protocol {
+            return Err("proxy_trusted needs proxy_protocol = true".into());
+        }
         let (cert, key) = match (&self.tls_cert, &self.tls_key) {
             (None, None) => {
                 if self.tls_client_ca.is_some() || self.tls_username_from.is_some() {
@@ -119,6 +146,11 @@ pub struct Listener {
     /// Accepts per second per source address; 0 = unlimited.
     pub rate_per_ip: f64,
     per_ip: Mutex<HashMap<IpAddr, Bucket, ahash::RandomState>>,
+    /// Connections start with a PROXY protocol header.
+    pub proxy_protocol: bool,
+    pub proxy_trusted: Vec<Cidr>,
+    pub allow_from: Vec<Cidr>,
+    pub deny_from: Vec<Cidr>,
 }
 
 /// Source addresses tracked per listener for `connection_rate_per_ip`; beyond this the idle
@@ -151,6 +183,10 @@ impl Listener {
             rate: cfg.connection_rate.unwrap_or(default_rate),
             rate_per_ip: cfg.connection_rate_per_ip.unwrap_or(default_rate_per_ip),
             per_ip: Mutex::new(HashMap::default()),
+            proxy_protocol: cfg.proxy_protocol,
+            proxy_trusted: cfg.proxy_trusted.clone(),
+            allow_from: cfg.allow_from.clone(),
+            deny_from: cfg.deny_from.clone(),
         })
     }
 
@@ -171,6 +207,17 @@ impl Listener {
     /// A connection counted by [`Listener::try_acquire`] ended.
     pub fn release(&self) {
         self.connections.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// Whether `ip` (the client's real address) is admitted by `deny_from` / `allow_from`.
+    pub fn address_allowed(&self, ip: IpAddr) -> bool {
+        !any_contains(&self.deny_from, ip)
+            && (self.allow_from.is_empty() || any_contains(&self.allow_from, ip))
+    }
+
+    /// Whether the peer `ip` may send a PROXY header (`proxy_trusted`, empty = any).
+    pub fn proxy_peer_trusted(&self, ip: IpAddr) -> bool {
+        self.proxy_trusted.is_empty() || any_contains(&self.proxy_trusted, ip)
     }
 
     /// Whether `ip` may open another connection now (per-address rate).
@@ -281,6 +328,26 @@ mod tests {
             l.admit_address(IpAddr::from(i.to_be_bytes()), now);
         }
         assert!(l.per_ip.lock().unwrap().len() <= MAX_TRACKED_ADDRESSES);
+    }
+
+    #[test]
+    fn deny_wins_over_allow_and_empty_allow_admits_all() {
+        let mut cfg = ListenerConfig::plain("127.0.0.1:0".parse().unwrap());
+        let l = Listener::new(0, &cfg, cfg.bind, 0.0, 0.0).unwrap();
+        assert!(l.address_allowed("203.0.113.9".parse().unwrap()));
+        assert!(l.proxy_peer_trusted("203.0.113.9".parse().unwrap()));
+        cfg.allow_from = vec!["10.0.0.0/8".parse().unwrap()];
+        cfg.deny_from = vec!["10.6.0.0/16".parse().unwrap()];
+        let l = Listener::new(0, &cfg, cfg.bind, 0.0, 0.0).unwrap();
+        assert!(l.address_allowed("10.5.0.1".parse().unwrap()));
+        assert!(!l.address_allowed("10.6.0.1".parse().unwrap()));
+        assert!(!l.address_allowed("192.168.0.1".parse().unwrap()));
+        cfg.proxy_trusted = vec!["127.0.0.1/32".parse().unwrap()];
+        assert!(cfg.tls().is_err(), "proxy_trusted without proxy_protocol");
+        cfg.proxy_protocol = true;
+        let l = Listener::new(0, &cfg, cfg.bind, 0.0, 0.0).unwrap();
+        assert!(l.proxy_peer_trusted("127.0.0.1".parse().unwrap()));
+        assert!(!l.proxy_peer_trusted("127.0.0.2".parse().unwrap()));
     }
 
     #[test]

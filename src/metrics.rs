@@ -30,6 +30,15 @@ counters! {
     connections_refused_listener_limit,
     /// Connections closed at accept: their source address exceeded `connection_rate_per_ip`.
     connections_refused_rate_ip,
+    /// Connections closed: their (real) client address is in `deny_from` or outside `allow_from`.
+    connections_refused_address,
+    /// Connections closed on a `proxy_protocol` listener: the peer is outside `proxy_trusted`.
+    proxy_untrusted,
+    /// Connections closed on a `proxy_protocol` listener: no valid PROXY header (missing,
+    /// malformed, over `max_proxy_header_size`, or not complete within `connect_timeout`).
+    proxy_header_errors,
+    /// PROXY v2 LOCAL connections (load-balancer health checks) closed before sending a byte.
+    proxy_health_checks,
     /// Times a listener's accept loop paused because `connection_rate` was reached.
     accept_rate_limited,
     /// TLS handshakes that failed (bad certificate, protocol error, no client certificate).

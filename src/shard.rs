@@ -151,6 +151,8 @@ pub struct Handoff {
     pub listener: u8,
     pub rest: BytesMut,
     pub connect: Box<Connect>,
+    /// The client's address from a PROXY protocol header (else the socket's stands).
+    pub peer: Option<std::net::SocketAddr>,
 }
 
 impl Handoff {
@@ -167,6 +169,7 @@ impl Handoff {
             listener,
             rest,
             connect,
+            peer: None,
         }
     }
 

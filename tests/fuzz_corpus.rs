@@ -11,6 +11,8 @@ use ringmq::journal::record::{encode, framed_len, scan, Meta, Stop};
 mod decoder;
 #[path = "../fuzz/checks/journal_scan.rs"]
 mod journal_scan;
+#[path = "../fuzz/checks/proxy_header.rs"]
+mod proxy_header;
 #[path = "../fuzz/checks/scram.rs"]
 mod scram;
 #[path = "../fuzz/checks/topic.rs"]
@@ -30,6 +32,7 @@ fn checks_for(target: &str) -> Option<Checks> {
         "decoder" => Some(decoder::check),
         "topic" => Some(topic::check),
         "scram" => Some(scram::check),
+        "proxy_header" => Some(proxy_header::check),
         _ => None,
     }
 }

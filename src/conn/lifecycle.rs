@@ -19,6 +19,9 @@ pub(super) fn resume(shard: &Rc<Shard>, conn: &Rc<Conn>) {
     // has been owned by `parked_fd` since.
     let stream = unsafe { attach_stream(fd) };
     let io = Io::with_tls(stream, conn.parked_tls.take());
+    if let Some(addr) = conn.peer {
+        io.set_peer(addr);
+    }
     glommio::spawn_local(run(shard.clone(), conn.clone(), io, BytesMut::new())).detach();
 }
 
@@ -165,6 +168,7 @@ pub(super) fn teardown(shard: &Rc<Shard>, conn: &Rc<Conn>, graceful: bool) {
     tracing::info!(
         client = %cell.state.borrow().client_id,
         conn = conn.id,
+        peer = conn.peer().map(tracing::field::display),
         reason = %conn.ending.get().describe(),
         graceful,
         connected_secs = shard.now().saturating_sub(conn.since as u64),

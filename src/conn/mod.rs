@@ -13,7 +13,8 @@
 //! a client. `limits`: topic length/depth and publish-rate limits. `writer`: encoding and
 //! writing queued messages. `auth_flow`: MQTT 5 enhanced authentication (§4.12) in the
 //! handshake and re-authentication. `password_flow`: CONNECT user name/password
-//! authentication and anonymous clients in the handshake.
+//! authentication and anonymous clients in the handshake. `proxy_flow`: the PROXY protocol
+//! header and admission by the client's address, the handshake's first step.
 
 use std::cell::{Cell, RefCell};
 use std::os::unix::io::RawFd;
@@ -45,6 +46,7 @@ mod handle;
 mod lifecycle;
 mod limits;
 mod password_flow;
+mod proxy_flow;
 mod v5;
 mod writer;
 
@@ -119,6 +121,9 @@ pub struct Conn {
     ending: Cell<Ending>,
     /// Shard-clock second the connection was served from.
     since: u32,
+    /// The client's address: from the PROXY header on such a listener, else the socket's
+    /// (kept for a parked connection's rebuilt `Io`).
+    peer: Option<std::net::SocketAddr>,
 }
 
 /// Server-initiated DISCONNECT reason codes (5.0 §3.14.2.1).
@@ -209,6 +214,11 @@ impl Conn {
         if self.ending.get() == Ending::Unknown {
             self.ending.set(why);
         }
+    }
+
+    /// The client's address (its real one behind a PROXY-protocol load balancer).
+    pub fn peer(&self) -> Option<std::net::SocketAddr> {
+        self.peer
     }
 
     /// The authenticated user name (see the field); `None` when anonymous.
@@ -343,15 +353,10 @@ pub async fn accept_loop(shard: Rc<Shard>, listener: TcpListener, lst: Arc<Liste
             return;
         }
         Metrics::inc(&shard.metrics.connections_accepted);
-        if lst.rate_per_ip > 0.0 {
-            let peer = stream.peer_addr().ok().map(|a| a.ip());
-            if let Some(ip) = peer {
-                if !lst.admit_address(ip, std::time::Instant::now()) {
-                    Metrics::inc(&shard.metrics.connections_refused_rate_ip);
-                    tracing::debug!(listener = %lst.name, %ip, "connection rate per address exceeded; closing");
-                    continue;
-                }
-            }
+        // Address admission (a PROXY listener: only the proxy's trust; the client's address
+        // is checked once its header is read).
+        if !proxy_flow::at_accept(&shard, &stream, &lst) {
+            continue;
         }
         let n = shard.global.connections.fetch_add(1, Ordering::Relaxed);
         if n >= shard.cfg.max_connections {
@@ -395,8 +400,17 @@ enum First {
 /// Read the CONNECT packet (bounded by `connect_timeout`), then serve here or hand the
 /// socket to the client id's home shard. Returns true if the connection lives on (its
 /// global count is then released by whoever ends it).
-async fn handshake(shard: Rc<Shard>, stream: TcpStream, lst: &Listener) -> bool {
+async fn handshake(shard: Rc<Shard>, mut stream: TcpStream, lst: &Listener) -> bool {
     let started = std::time::Instant::now();
+    // The PROXY header, TLS handshake and CONNECT share `connect_timeout`.
+    let limit = Duration::from_secs(shard.cfg.connect_timeout);
+    let mut real_peer = None;
+    if lst.proxy_protocol {
+        match proxy_flow::read_and_admit(&shard, &mut stream, lst, limit).await {
+            Ok(addr) => real_peer = addr,
+            Err(proxy_flow::Refused) => return false,
+        }
+    }
     let tls = match &lst.tls {
         None => None,
         Some(cfg) => match rustls::ServerConnection::new(cfg.clone()) {
@@ -408,9 +422,11 @@ async fn handshake(shard: Rc<Shard>, stream: TcpStream, lst: &Listener) -> bool 
         },
     };
     let io = Io::with_tls(stream, tls);
+    if let Some(addr) = real_peer {
+        io.set_peer(addr);
+    }
     let mut dec = Decoder::new(shard.cfg.max_packet_size);
-    // The TLS handshake and the CONNECT share `connect_timeout`.
-    let first = with_timeout(Duration::from_secs(shard.cfg.connect_timeout), async {
+    let first = with_timeout(limit.saturating_sub(started.elapsed()), async {
         let mut buf = match io.handshake(&shard.arena).await {
             Ok(early) => early,
             Err(e) => {
@@ -530,10 +546,9 @@ async fn handshake(shard: Rc<Shard>, stream: TcpStream, lst: &Listener) -> bool 
     match detach_stream(stream) {
         Ok(fd) => {
             Metrics::inc(&shard.metrics.handoffs);
-            shard.ctrl.push(
-                home,
-                Ctrl::Handoff(Box::new(Handoff::new(fd, tls, lst.index, rest, connect))),
-            );
+            let mut h = Box::new(Handoff::new(fd, tls, lst.index, rest, connect));
+            h.peer = real_peer;
+            shard.ctrl.push(home, Ctrl::Handoff(h));
             true
         }
         Err(e) => {
@@ -574,6 +589,9 @@ pub fn adopt(shard: Rc<Shard>, mut h: Handoff) {
         }),
     );
     let io = Io::with_tls(stream, tls);
+    if let Some(addr) = h.peer {
+        io.set_peer(addr);
+    }
     let mut hello = Hello::from(connect);
     hello.listener = h.listener;
     glommio::spawn_local(serve(shard, io, hello, rest)).detach();
@@ -678,6 +696,7 @@ async fn serve(shard: Rc<Shard>, io: Rc<Io>, hello: Hello, rest: BytesMut) {
             .then(|| Box::new(v5::V5::from_connect(&props))),
         ending: Cell::new(Ending::Unknown),
         since: shard.now() as u32,
+        peer: io.peer_addr(),
     });
     if let Some(old) = cell.conn.replace(Some(conn.clone())) {
         // [MQTT-3.1.4-2] a second connection with the same client id closes the first
@@ -728,7 +747,7 @@ async fn serve(shard: Rc<Shard>, io: Rc<Io>, hello: Hello, rest: BytesMut) {
     tracing::info!(
         client = %client_id,
         conn = conn.id,
-        peer = ?io.peer_addr(),
+        peer = conn.peer().map(tracing::field::display),
         // Omitted for anonymous clients.
         user = conn.user().map(tracing::field::display),
         listener = shard.global.listeners.get(listener as usize).map_or("", |l| l.name.as_str()),

@@ -106,6 +106,8 @@ impl ReadArena {
 pub struct Io {
     stream: RefCell<TcpStream>,
     tls: Option<Tls>,
+    /// The client's real address when a PROXY protocol header gave one (else the socket's).
+    peer: std::cell::Cell<Option<SocketAddr>>,
 }
 
 impl Io {
@@ -119,11 +121,20 @@ impl Io {
         Rc::new(Io {
             stream: RefCell::new(stream),
             tls: tls.map(Tls::new),
+            peer: std::cell::Cell::new(None),
         })
     }
 
+    /// The client's address: the one set by [`Io::set_peer`], else the socket's peer.
     pub fn peer_addr(&self) -> Option<SocketAddr> {
-        self.stream.borrow().peer_addr().ok()
+        self.peer
+            .get()
+            .or_else(|| self.stream.borrow().peer_addr().ok())
+    }
+
+    /// Use `addr` as the client's address (from a PROXY protocol header).
+    pub fn set_peer(&self, addr: SocketAddr) {
+        self.peer.set(Some(addr));
     }
 
     /// The TLS layer, if the connection has one.

@@ -1046,6 +1046,7 @@ pub mod durable;
 pub mod hostile;
 pub mod ops;
 pub mod passwd;
+pub mod proxy;
 pub mod subs;
 pub mod tls;
 pub mod v5;
