@@ -90,9 +90,9 @@ fn answer(mut s: TcpStream, ops: &Ops) {
     };
     ops.global.ops.http_requests.fetch_add(1, Ordering::Relaxed);
     let resp = match head_end {
-        None if buf.len() > MAX_REQUEST => reply(431, "request head too large\n"),
-        None => return, // too slow: nothing useful to say
-        Some(end) => route(&buf[..end], ops),
+        Some(end) if end <= MAX_REQUEST => route(&buf[..end], ops),
+        None if buf.len() <= MAX_REQUEST => return, // too slow: nothing useful to say
+        _ => reply(431, "request head too large\n"),
     };
     let _ = s.write_all(&resp);
     let _ = s.flush();
