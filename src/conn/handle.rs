@@ -150,8 +150,9 @@ pub(super) fn handle(shard: &Rc<Shard>, conn: &Rc<Conn>, p: Packet, held: &mut H
             }
             let pkid = p.pkid;
             let qos = p.qos;
-            if crate::ops::sys::is_sys_topic(&p.topic) {
-                // `$SYS/...` is the broker's own tree: refused like an ACL denial.
+            if crate::ops::sys::is_sys_topic(&p.topic) && shard.global.acl.is_none() {
+                // `$SYS/...` is the broker's own tree: refused like an ACL denial. (With
+                // an ACL, only a rule naming `$SYS` can allow it: `#` never matches it.)
                 Metrics::inc(&shard.metrics.publishes_denied_sys);
                 tracing::info!(conn = conn.id, topic = %p.topic, "publish to $SYS refused");
                 refuse_acl(shard, conn, held, qos, pkid);

@@ -239,5 +239,18 @@ mod tests {
             status(&route(b"GET /metrics HTTP/1.1", &o)),
             "HTTP/1.1 200 OK"
         );
+        o.global.shutdown.store(true, Ordering::Relaxed);
+        let r = route(b"GET /ready HTTP/1.1", &o);
+        assert_eq!(status(&r), "HTTP/1.1 503 Service Unavailable");
+    }
+
+    #[test]
+    fn health_names_a_stuck_shard() {
+        let mut o = ops();
+        o.stale_ms = 0;
+        std::thread::sleep(Duration::from_millis(5));
+        let r = String::from_utf8(route(b"GET /health HTTP/1.1", &o)).unwrap();
+        assert!(r.starts_with("HTTP/1.1 503"), "{r}");
+        assert!(r.contains("shard 0 stuck for"), "{r}");
     }
 }
