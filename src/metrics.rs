@@ -177,8 +177,8 @@ counters! {
     /// Publishes accepted from clients that matched no subscription (retained ones are
     /// still stored).
     dropped_no_subscribers,
-    /// PUBLISH packets refused because clients may not publish to `$SYS/...` (5.0 0x87;
-    /// 3.1.x acknowledged and dropped).
+    /// PUBLISH packets (and wills) refused because clients may not publish to `$SYS/...`
+    /// (5.0 0x87; 3.1.x acknowledged and dropped).
     publishes_denied_sys,
     /// Data-mesh items (publications, barriers) received from other shards.
     mesh_data_received,

@@ -151,3 +151,25 @@ fn sys_values_are_not_written_to_the_journal() {
     assert!(tree_contains(&b.data_dir, b"keep/me"));
     assert!(!tree_contains(&b.data_dir, b"$SYS/broker"));
 }
+
+#[test]
+fn a_will_under_sys_is_not_published() {
+    // [MQTT-3.1.2-8] asks for the will on an abnormal close, but a client may not write
+    // under `$SYS`: the will is dropped like its PUBLISH would be (and counted).
+    let b = Broker::start_with(&["--http-listen", "127.0.0.1:0", "--stats-interval-ms", "100"]);
+    let http = ops_addr(&b);
+    let mut watch = TestClient::connect(&b, "sys-will-watch", true);
+    watch.subscribe("$SYS/will", QoS::AtMostOnce);
+    let mut o = opts(&b, "sys-will");
+    o.set_last_will(rumqttc::LastWill::new(
+        "$SYS/will",
+        "gone",
+        QoS::AtMostOnce,
+        false,
+    ));
+    TestClient::connect_opts(o).drop_abruptly();
+    watch.expect_no_publish(Duration::from_millis(800));
+    scrape_until(http, "the refused will", |e| {
+        e.get("ringmq_publishes_refused_total{reason=\"sys_topic\"}") == 1.0
+    });
+}
