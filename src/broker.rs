@@ -336,9 +336,20 @@ pub fn run(
         listeners: listeners.clone(),
         acl,
         passwords,
+        ops: crate::ops::Board::new(cfg.shards),
         ..Global::default()
     });
     install_signals(global.clone(), on_hup);
+    if let crate::config::Listen::Addr(addr) = cfg.http_listen {
+        // Up before the shards, so `/ready` answers 503 during recovery.
+        let ops = crate::ops::http::Ops {
+            global: global.clone(),
+            stale_ms: cfg.health_stale_ms,
+        };
+        let bound = crate::ops::http::start(addr, ops)
+            .map_err(|source| StartError::Listen { addr, source })?;
+        tracing::info!("ops endpoint listening on http://{bound}");
+    }
     let cfg = Arc::new(cfg);
 
     let (placement, map) = placement(&cfg)?;
@@ -526,6 +537,7 @@ async fn shard_main(
             .snapshot()
             .await
             .map_err(|e| format!("shard {me}: cannot write the start-up snapshot: {e:?}"))?;
+        shard.global.ops.set_phase(me, crate::ops::Phase::Recovered);
         let _ = ready.send(Ok(Phase::Recovered));
         while !p.go.load(Ordering::Acquire) {
             if shard.global.shutdown.load(Ordering::Relaxed) {
@@ -556,9 +568,15 @@ async fn shard_main(
         .map_err(|e| format!("shard {}: cannot start accepting: {e}", shard.id))?;
         accepts.push(task);
     }
+    shard.publish_stats();
+    shard.global.ops.set_phase(me, crate::ops::Phase::Listening);
     let _ = ready.send(Ok(Phase::Listening));
+    if me == 0 && cfg.sys_interval > 0 {
+        glommio::spawn_local(crate::ops::sys::run(shard.clone())).detach();
+    }
 
     watch_shutdown(shard.clone()).await;
+    shard.global.ops.set_phase(me, crate::ops::Phase::Stopping);
     for a in accepts {
         a.await;
     }

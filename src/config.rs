@@ -225,6 +225,22 @@ pub struct Cli {
     /// bytes by the spec); a larger one closes the connection [default: 4096; 232..=65551].
     #[arg(long, value_name = "BYTES")]
     pub max_proxy_header_size: Option<usize>,
+    /// Ops HTTP endpoint (`/metrics` in the Prometheus text format, `/health`, `/ready`),
+    /// or "off"; keep it on a private address [default: off].
+    #[arg(long, value_name = "ADDR:PORT|off")]
+    pub http_listen: Option<Listen>,
+    /// How often each shard publishes its counters and gauges for `/metrics` and `$SYS`,
+    /// in milliseconds (100 to 60000; rounded up to the 250 ms ticker) [default: 1000].
+    #[arg(long, value_name = "MILLIS")]
+    pub stats_interval_ms: Option<u64>,
+    /// Seconds between `$SYS/broker/...` updates (retained QoS 0, published by shard 0);
+    /// 0 = no `$SYS` topics [default: 10].
+    #[arg(long, value_name = "SECS")]
+    pub sys_interval: Option<u64>,
+    /// `/health` answers 503 when a shard's ticker has not run for this many milliseconds
+    /// (a stuck shard) [default: 5000].
+    #[arg(long, value_name = "MILLIS")]
+    pub health_stale_ms: Option<u64>,
     /// A subcommand instead of running the broker.
     #[command(subcommand)]
     pub command: Option<Command>,
@@ -313,6 +329,10 @@ pub struct Config {
     pub max_publish_rate: u32,
     pub proxy_protocol: bool,
     pub max_proxy_header_size: usize,
+    pub http_listen: Listen,
+    pub stats_interval_ms: u64,
+    pub sys_interval: u64,
+    pub health_stale_ms: u64,
 }
 
 /// The plain listener's address, or off.
@@ -404,6 +424,10 @@ impl Default for Config {
             max_publish_rate: 0,
             proxy_protocol: false,
             max_proxy_header_size: 4096,
+            http_listen: Listen::Off,
+            stats_interval_ms: 1000,
+            sys_interval: 10,
+            health_stale_ms: 5000,
         }
     }
 }
@@ -491,7 +515,11 @@ impl Config {
             max_topic_levels,
             max_publish_rate,
             proxy_protocol,
-            max_proxy_header_size
+            max_proxy_header_size,
+            http_listen,
+            stats_interval_ms,
+            sys_interval,
+            health_stale_ms
         );
         if cli.allow_anonymous.is_some() {
             cfg.allow_anonymous = cli.allow_anonymous;
@@ -616,6 +644,28 @@ impl Config {
         }
         if self.max_topic_levels == 0 {
             return bad("max_topic_levels", "must be at least 1");
+        }
+        if !(100..=60_000).contains(&self.stats_interval_ms) {
+            return bad("stats_interval_ms", "must be between 100 and 60000");
+        }
+        if self.sys_interval > 86_400 {
+            return bad("sys_interval", "must be at most 86400 (0 = off)");
+        }
+        if !(1_000..=600_000).contains(&self.health_stale_ms) {
+            return bad("health_stale_ms", "must be between 1000 and 600000");
+        }
+        if let (Listen::Addr(h), Some(dup)) = (
+            self.http_listen,
+            listeners
+                .iter()
+                .find(|l| Listen::Addr(l.bind) == self.http_listen),
+        ) {
+            if h.port() != 0 {
+                return bad(
+                    "http_listen",
+                    &format!("{} is also an MQTT listener", dup.bind),
+                );
+            }
         }
         if self.listen_backlog <= 0 {
             return bad("listen_backlog", "must be positive");

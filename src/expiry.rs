@@ -167,6 +167,11 @@ impl Shard {
     /// Publish a will for the client `origin`, connected as `user`, if the ACL lets it
     /// write the will's topic (a refused will is dropped, counted).
     pub fn publish_will(&self, w: Box<LastWill>, origin: Utf8Bytes, user: Option<&str>) {
+        if crate::ops::sys::is_sys_topic(&w.topic) && self.global.acl.is_none() {
+            // As for a PUBLISH: `$SYS` is the broker's own tree.
+            Metrics::inc(&self.metrics.publishes_denied_sys);
+            return;
+        }
         if !self.acl_may_publish_will(user, &origin, &w.topic) {
             return;
         }

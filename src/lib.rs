@@ -18,7 +18,8 @@
 //! | [`acl`] | authorization: the ACL file (sections, allow/deny rules, `%u`/`%c` patterns), read/write/subscribe decisions, lock-free reload | parsed once per (re)load, shared read-only by every shard |
 //! | [`auth`] | MQTT 5 enhanced authentication: method trait, registry, SCRAM-SHA-256 (sans-IO); CONNECT user name/password: back-end trait, argon2id password file, cache of successful checks, failure throttle, `ringmq passwd` | registry built at start, shared read-only by every shard; an exchange per connection; the password back end in `shard::Global` (swapped on reload), its hashes run on each shard's blocking pool |
 //! | [`rt`] | the only glommio-facing code: sockets, mesh outboxes, notify primitives, the parking lot for idle sockets | per shard |
-//! | [`metrics`] | per-shard counters (every enforced limit is counted) | one shard |
+//! | [`metrics`] | per-shard counters (every enforced limit is counted), latency histograms | one shard |
+//! | [`ops`] | the stats board (each shard's published snapshot, heartbeat, phase), the ops HTTP endpoint (`/metrics`, `/health`, `/ready`), `$SYS` topics | board shared by every thread, each slot written by its shard; HTTP on its own threads; `$SYS` on shard 0 |
 //! | [`config`] | defaults, TOML file, CLI flags | read-only copy per shard |
 //! | [`logging`] | the server binary's log subscriber: text or JSON lines, reloadable level, a writer thread with a bounded queue (shards never block on stderr) | process-wide |
 //! | [`broker`] | start-up checks, data-dir lock, pool, signals, shutdown | main thread |
@@ -41,6 +42,7 @@ pub mod journal;
 pub mod listener;
 pub mod logging;
 pub mod metrics;
+pub mod ops;
 pub mod pressure;
 pub mod proto;
 pub mod proxy;

@@ -1,21 +1,59 @@
-//! Per-shard counters: plain `Cell`s (no atomics, no sharing). Every limit the broker
-//! enforces has a counter here, so a drop is never silent. Totals are logged at shutdown;
-//! the scrape endpoint and `$SYS` topics come with the operations work.
+//! Per-shard counters: plain `Cell`s (no atomics, no sharing), and the latency histogram
+//! type the journal records into. Every limit the broker enforces has a counter here, so a
+//! drop is never silent. Counting is one `Cell` add on the hot path; the shard's ticker
+//! copies them into its slot of the stats board ([`crate::ops::stats`]) every
+//! `stats_interval_ms`, from where `/metrics`, `$SYS` and the shutdown log read them.
 //!
 //! Owned by one shard.
 
 use std::cell::Cell;
 
+/// QoS levels a per-QoS counter is split into.
+pub const QOS_LEVELS: usize = 3;
+
 macro_rules! counters {
-    ($( $(#[$doc:meta])* $name:ident ),* $(,)?) => {
+    (
+        $( $(#[doc = $doc:literal])* $name:ident ),* $(,)?
+        ; per_qos: $( $(#[doc = $qdoc:literal])* $qname:ident ),* $(,)?
+    ) => {
         /// Owned by one shard.
         #[derive(Debug, Default)]
-        pub struct Metrics { $( $(#[$doc])* pub $name: Cell<u64>, )* }
+        pub struct Metrics {
+            $( $(#[doc = $doc])* pub $name: Cell<u64>, )*
+            $( $(#[doc = $qdoc])* pub $qname: [Cell<u64>; QOS_LEVELS], )*
+        }
 
         impl Metrics {
-            /// (name, value) for every counter.
-            pub fn snapshot(&self) -> Vec<(&'static str, u64)> {
-                vec![ $( (stringify!($name), self.$name.get()), )* ]
+            /// Every counter as (name, QoS for a per-QoS counter, help), in the order of
+            /// [`Metrics::values_into`].
+            pub const KEYS: &'static [(&'static str, Option<u8>, &'static str)] = &[
+                $( (stringify!($name), None, concat!($($doc),*)), )*
+                $(
+                    (stringify!($qname), Some(0), concat!($($qdoc),*)),
+                    (stringify!($qname), Some(1), concat!($($qdoc),*)),
+                    (stringify!($qname), Some(2), concat!($($qdoc),*)),
+                )*
+            ];
+
+            /// Copy every counter into `out` (cleared first), in the order of [`Metrics::KEYS`].
+            pub fn values_into(&self, out: &mut Vec<u64>) {
+                out.clear();
+                $( out.push(self.$name.get()); )*
+                $( out.extend(self.$qname.iter().map(Cell::get)); )*
+            }
+
+            /// (name, value) for every counter (per-QoS ones as `name_qosN`).
+            pub fn snapshot(&self) -> Vec<(String, u64)> {
+                let mut v = Vec::new();
+                self.values_into(&mut v);
+                Self::KEYS
+                    .iter()
+                    .zip(v)
+                    .map(|((n, q, _), v)| match q {
+                        Some(q) => (format!("{n}_qos{q}"), v),
+                        None => ((*n).to_string(), v),
+                    })
+                    .collect()
             }
         }
     };
@@ -60,10 +98,6 @@ counters! {
     packets_too_large,
     /// Connections closed by the keep-alive timer.
     keepalive_timeouts,
-    /// PUBLISH packets received from clients.
-    publishes_in,
-    /// PUBLISH packets written to clients.
-    publishes_out,
     /// Messages dropped because a session queue was full.
     dropped_queue_full,
     /// Queued QoS 0 messages evicted to make room.
@@ -144,10 +178,109 @@ counters! {
     auth_throttled,
     /// Addresses forgotten by the throttle to make room (`auth_throttle_entries` reached).
     auth_throttle_evictions,
+    // ---- operations (issue 7: /metrics, $SYS) ----
+    /// Bytes read from client sockets once connected (after TLS: MQTT bytes).
+    bytes_received,
+    /// Bytes written to client sockets once connected (before TLS: MQTT bytes).
+    bytes_sent,
+    /// Publishes accepted from clients that matched no subscription (retained ones are
+    /// still stored).
+    dropped_no_subscribers,
+    /// PUBLISH packets (and wills) refused because clients may not publish to `$SYS/...`
+    /// (5.0 0x87; 3.1.x acknowledged and dropped).
+    publishes_denied_sys,
+    /// Data-mesh items (publications, barriers) received from other shards.
+    mesh_data_received,
+    /// Payload bytes of publications forwarded to other shards.
+    mesh_bytes_sent,
+    /// Payload bytes of publications received from other shards.
+    mesh_bytes_received,
+    /// Control-mesh messages received from other shards.
+    mesh_ctrl_received,
+    ; per_qos:
+    /// PUBLISH packets received from clients.
+    publishes_in,
+    /// PUBLISH packets written to clients.
+    publishes_out,
+    /// Payload bytes of PUBLISH packets received from clients.
+    publish_bytes_in,
+    /// Payload bytes of PUBLISH packets written to clients.
+    publish_bytes_out,
 }
 
 impl Metrics {
     pub fn inc(c: &Cell<u64>) {
         c.set(c.get() + 1);
+    }
+
+    pub fn add(c: &Cell<u64>, n: u64) {
+        c.set(c.get() + n);
+    }
+}
+
+/// Buckets of a [`Histogram`]: bucket `i` counts observations below 2^i microseconds
+/// (bucket 0: under 1 µs); the last one also takes everything longer (+Inf).
+pub const HIST_BUCKETS: usize = 26;
+
+/// A latency histogram with power-of-two microsecond buckets: recording is a
+/// leading-zero count and two `Cell` adds. Owned by one shard.
+#[derive(Debug, Default)]
+pub struct Histogram {
+    pub buckets: [Cell<u64>; HIST_BUCKETS],
+    /// Sum of the observations, in microseconds.
+    pub sum_us: Cell<u64>,
+}
+
+impl Histogram {
+    /// Record one observation of `us` microseconds.
+    pub fn record_us(&self, us: u64) {
+        let i = (64 - us.leading_zeros() as usize).min(HIST_BUCKETS - 1);
+        Metrics::inc(&self.buckets[i]);
+        Metrics::add(&self.sum_us, us);
+    }
+
+    /// Upper bound of bucket `i` in seconds (`None`: the last, +Inf).
+    pub fn upper_seconds(i: usize) -> Option<f64> {
+        (i + 1 < HIST_BUCKETS).then(|| (1u64 << i) as f64 / 1e6)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn histogram_bucket_i_holds_values_below_its_bound() {
+        let h = Histogram::default();
+        for us in [0, 1, 2, 3, 4, 1000, u64::MAX / 2] {
+            h.record_us(us);
+        }
+        let counts: Vec<u64> = h.buckets.iter().map(Cell::get).collect();
+        // 0 -> [0,1); 1 -> [1,2); 2,3 -> [2,4); 4 -> [4,8); 1000 -> [512,1024); huge -> +Inf.
+        assert_eq!(&counts[..4], &[1, 1, 2, 1]);
+        assert_eq!(counts[10], 1);
+        assert_eq!(counts[HIST_BUCKETS - 1], 1);
+        for (i, c) in counts.iter().enumerate() {
+            if let Some(b) = Histogram::upper_seconds(i) {
+                assert!(*c == 0 || b > 0.0);
+            }
+        }
+        assert_eq!(Histogram::upper_seconds(0), Some(1e-6));
+        assert_eq!(Histogram::upper_seconds(HIST_BUCKETS - 1), None);
+    }
+
+    #[test]
+    fn keys_and_values_line_up() {
+        let m = Metrics::default();
+        Metrics::inc(&m.publishes_in[2]);
+        let mut v = Vec::new();
+        m.values_into(&mut v);
+        assert_eq!(v.len(), Metrics::KEYS.len());
+        let i = Metrics::KEYS
+            .iter()
+            .position(|k| k.0 == "publishes_in" && k.1 == Some(2))
+            .unwrap();
+        assert_eq!(v[i], 1);
+        assert!(Metrics::KEYS.iter().all(|k| !k.2.is_empty()));
     }
 }

@@ -61,6 +61,8 @@ pub struct Global {
     pub acl: Option<crate::acl::AclStore>,
     /// CONNECT user name/password authentication (reloadable password file).
     pub passwords: crate::auth::Passwords,
+    /// Each shard's published stats, heartbeat and start-up phase (`/metrics`, `$SYS`).
+    pub ops: crate::ops::Board,
 }
 
 impl Global {
@@ -524,6 +526,13 @@ impl Shard {
         self.sessions.borrow().cells.len()
     }
 
+    /// Visit every session of this shard (no allocation; `f` must not open or end one).
+    pub fn for_each_session(&self, mut f: impl FnMut(&SessionCell)) {
+        for c in self.sessions.borrow().cells.values() {
+            f(c);
+        }
+    }
+
     // ---- subscriptions and routes -----------------------------------------------------
 
     /// Register a local subscription (`id`: its v5 subscription identifier, 0 for none);
@@ -661,6 +670,7 @@ impl Shard {
                 self.deliver_local(&msg);
             } else {
                 self.data.push(d, Fwd::Msg(msg.clone()));
+                Metrics::add(&self.metrics.mesh_bytes_sent, msg.payload.len() as u64);
                 data.insert(d);
             }
         }
@@ -910,9 +920,15 @@ impl Shard {
             let shard = self.clone();
             glommio::spawn_local(async move {
                 while let Some(batch) = rx.next().await {
+                    let n = batch.len() as u64;
+                    Metrics::add(&shard.metrics.mesh_data_received, n);
                     for f in batch {
                         match f {
-                            Fwd::Msg(msg) => shard.deliver_local(&msg),
+                            Fwd::Msg(msg) => {
+                                let len = msg.payload.len() as u64;
+                                Metrics::add(&shard.metrics.mesh_bytes_received, len);
+                                shard.deliver_local(&msg)
+                            }
                             Fwd::Barrier { from, req } => shard.answer_barrier(from, req),
                         }
                     }
@@ -925,6 +941,7 @@ impl Shard {
             let shard = self.clone();
             glommio::spawn_local(async move {
                 while let Some(batch) = rx.next().await {
+                    Metrics::add(&shard.metrics.mesh_ctrl_received, batch.len() as u64);
                     for msg in batch {
                         shard.on_ctrl(msg);
                     }
@@ -1004,13 +1021,21 @@ impl Shard {
         }
     }
 
-    /// Once a second: close connections silent for 1.5 × keep-alive [MQTT-3.1.2-24].
+    /// Every 250 ms: session timers, journal space, the ops heartbeat and (every
+    /// `stats_interval_ms`) the stats snapshot; once a second: close connections silent
+    /// for 1.5 × keep-alive [MQTT-3.1.2-24].
     pub async fn run_ticker(self: Rc<Self>) {
         let mut ticks = 0u32;
+        let mut stats_due = 0;
         loop {
             glommio::timer::sleep(Duration::from_millis(250)).await;
             if self.stopping.get() {
                 return;
+            }
+            self.global.ops.beat(self.id);
+            if self.now_ms() >= stats_due {
+                self.publish_stats();
+                stats_due = self.now_ms() + self.cfg.stats_interval_ms;
             }
             self.run_session_timers(self.now_ms());
             if let Some(j) = self.journal() {

@@ -121,7 +121,11 @@ pub(super) async fn release_acks(shard: &Shard, conn: &Conn, held: &mut Held) ->
 pub(super) fn handle(shard: &Rc<Shard>, conn: &Rc<Conn>, p: Packet, held: &mut Held) -> Flow {
     match p {
         Packet::Publish(p) => {
-            Metrics::inc(&shard.metrics.publishes_in);
+            Metrics::inc(&shard.metrics.publishes_in[p.qos as usize]);
+            Metrics::add(
+                &shard.metrics.publish_bytes_in[p.qos as usize],
+                p.payload.len() as u64,
+            );
             if let Err(code) = admit_publish(shard, conn, &p) {
                 return Flow::Violation(code);
             }
@@ -146,6 +150,14 @@ pub(super) fn handle(shard: &Rc<Shard>, conn: &Rc<Conn>, p: Packet, held: &mut H
             }
             let pkid = p.pkid;
             let qos = p.qos;
+            if crate::ops::sys::is_sys_topic(&p.topic) && shard.global.acl.is_none() {
+                // `$SYS/...` is the broker's own tree: refused like an ACL denial. (With
+                // an ACL, only a rule naming `$SYS` can allow it: `#` never matches it.)
+                Metrics::inc(&shard.metrics.publishes_denied_sys);
+                tracing::info!(conn = conn.id, topic = %p.topic, "publish to $SYS refused");
+                refuse_acl(shard, conn, held, qos, pkid);
+                return Flow::Continue;
+            }
             if !shard.acl_may_publish(conn, &p.topic) {
                 // Checked before anything is logged or routed: a refused message never
                 // reaches the log, the retained store or a subscriber.
@@ -217,6 +229,9 @@ pub(super) fn handle(shard: &Rc<Shard>, conn: &Rc<Conn>, p: Packet, held: &mut H
                         return refuse_unlogged(shard, conn, held, qos, pkid, refused)
                     }
                 }
+            }
+            if !routed {
+                Metrics::inc(&shard.metrics.dropped_no_subscribers);
             }
             let mut a = ack(pkid);
             if !routed && conn.version.is_v5() {

@@ -304,6 +304,7 @@ pub(super) async fn read_loop(
             match read {
                 None => continue,
                 Some(Ok(Some(chunk))) => {
+                    Metrics::add(&shard.metrics.bytes_received, chunk.len() as u64);
                     conn.last_seen.set(shard.now());
                     conn.parking.set(false);
                     if buf.is_empty() {

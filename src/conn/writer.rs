@@ -80,7 +80,11 @@ pub(super) fn write_outgoing(
             return Wrote::Discarded(pkid);
         }
     }
-    Metrics::inc(&shard.metrics.publishes_out);
+    Metrics::inc(&shard.metrics.publishes_out[q as usize]);
+    Metrics::add(
+        &shard.metrics.publish_bytes_out[q as usize],
+        m.payload.len() as u64,
+    );
     if tail {
         Wrote::Tail(m.payload.clone())
     } else {
@@ -161,6 +165,7 @@ pub(super) fn flush_inline(shard: &Shard, conn: &Conn, io: &Io) {
     match io.try_send(&out) {
         Ok(0) => {}
         Ok(n) => {
+            Metrics::add(&shard.metrics.bytes_sent, n as u64);
             conn.progress_ms.set(crate::rt::clock_ms());
             conn.wrote.set(true);
             if n == out.len() {
@@ -230,6 +235,7 @@ pub(super) async fn writer(shard: Rc<Shard>, conn: Rc<Conn>, io: Rc<Io>) {
         if io.write_all_tracked(&buf, &conn.progress_ms).await.is_err() {
             break;
         }
+        Metrics::add(&shard.metrics.bytes_sent, buf.len() as u64);
         if let Some(payload) = tail {
             if io
                 .write_all_tracked(&payload, &conn.progress_ms)
@@ -238,6 +244,7 @@ pub(super) async fn writer(shard: Rc<Shard>, conn: Rc<Conn>, io: Rc<Io>) {
             {
                 break;
             }
+            Metrics::add(&shard.metrics.bytes_sent, payload.len() as u64);
         }
         conn.wrote.set(true);
         if buf.len() > WRITE_HIGH_WATER {

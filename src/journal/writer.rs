@@ -85,6 +85,10 @@ pub struct Stats {
     pub segments_retired: Cell<u64>,
     pub lost: Cell<u64>,
     pub snapshots: Cell<u64>,
+    /// Time to frame one record into the mapped segment (a segment roll included).
+    pub append_latency: crate::metrics::Histogram,
+    /// Time of one group-commit flush (fdatasync of the unsynced segments).
+    pub sync_latency: crate::metrics::Histogram,
 }
 
 struct Active {
@@ -241,6 +245,11 @@ impl Journal {
         self.seq.get()
     }
 
+    /// Bytes of records in the segments still kept (not yet retired by a snapshot).
+    pub fn live_bytes(&self) -> u64 {
+        self.log.borrow().segs.iter().map(|a| a.pos as u64).sum()
+    }
+
     /// Whether a new snapshot is due (the caller writes it: it knows the state).
     pub fn snapshot_due(&self) -> bool {
         let log = self.log.borrow();
@@ -320,6 +329,20 @@ impl Journal {
     }
 
     fn append_raw(&self, log: &mut Log, kind: u8, flags: u8, body: &[u8]) -> Result<u64, Refused> {
+        let t0 = Instant::now();
+        let r = self.append_timed(log, kind, flags, body);
+        let us = t0.elapsed().as_micros() as u64;
+        self.stats.append_latency.record_us(us);
+        r
+    }
+
+    fn append_timed(
+        &self,
+        log: &mut Log,
+        kind: u8,
+        flags: u8,
+        body: &[u8],
+    ) -> Result<u64, Refused> {
         if self.failed.get() {
             self.stats.lost.set(self.stats.lost.get() + 1);
             return Err(Refused::Failed);
@@ -555,6 +578,7 @@ impl Journal {
             }
         }
         let us = t0.elapsed().as_micros() as u64;
+        self.stats.sync_latency.record_us(us);
         self.stats.syncs.set(self.stats.syncs.get() + 1);
         self.stats
             .sync_us_total

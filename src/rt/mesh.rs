@@ -42,6 +42,8 @@ pub struct Outbox<T: Send> {
     senders: Senders<Vec<T>>,
     queues: RefCell<Vec<VecDeque<T>>>,
     queued: Cell<usize>,
+    /// Messages ever queued (all destinations), for the metrics.
+    pushed: Cell<u64>,
     wake: Notify,
     closed: Cell<bool>,
 }
@@ -53,6 +55,7 @@ impl<T: Send + 'static> Outbox<T> {
             senders,
             queues: RefCell::new((0..n).map(|_| VecDeque::new()).collect()),
             queued: Cell::new(0),
+            pushed: Cell::new(0),
             wake: Notify::new(),
             closed: Cell::new(false),
         })
@@ -73,6 +76,7 @@ impl<T: Send + 'static> Outbox<T> {
         if let Some(q) = self.queues.borrow_mut().get_mut(dst) {
             q.push_back(msg);
             self.queued.set(self.queued.get() + 1);
+            self.pushed.set(self.pushed.get() + 1);
             self.wake.notify();
         }
     }
@@ -80,6 +84,11 @@ impl<T: Send + 'static> Outbox<T> {
     /// Messages queued locally, not yet in a ring.
     pub fn backlog(&self) -> usize {
         self.queued.get()
+    }
+
+    /// Messages ever queued, to any destination.
+    pub fn pushed(&self) -> u64 {
+        self.pushed.get()
     }
 
     pub fn close(&self) {

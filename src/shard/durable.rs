@@ -363,8 +363,12 @@ impl Shard {
     }
 
     /// The retained message of a topic was set (or, empty payload, deleted) here.
+    /// `$SYS` values are never logged (they are rebuilt after a start).
     pub fn log_retained(&self, msg: &Publication) {
         let Some(j) = self.journal() else { return };
+        if crate::ops::sys::is_sys_topic(&msg.topic) {
+            return;
+        }
         let r = if msg.payload.is_empty() {
             j.append(&Rec::RetainDel {
                 topic: msg.topic.as_bytes(),
@@ -497,7 +501,14 @@ impl Shard {
         for msg in seen {
             let _ = j.append(&Rec::Seen { msg });
         }
-        let retained: Vec<Arc<Publication>> = self.retained.borrow().iter().cloned().collect();
+        // `$SYS` values are the broker's own, rebuilt after a start: never logged.
+        let retained: Vec<Arc<Publication>> = self
+            .retained
+            .borrow()
+            .iter()
+            .filter(|m| !crate::ops::sys::is_sys_topic(&m.topic))
+            .cloned()
+            .collect();
         for m in retained {
             let _ = j.append_msg(true, m.id, &MsgParts::of(&m));
         }

@@ -1044,6 +1044,7 @@ pub mod acl;
 pub mod auth;
 pub mod durable;
 pub mod hostile;
+pub mod obs;
 pub mod ops;
 pub mod passwd;
 pub mod proxy;
