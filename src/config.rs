@@ -210,6 +210,13 @@ pub struct Cli {
     /// back on the device. 0 = no limit [default: 0].
     #[arg(long, value_name = "N")]
     pub max_publish_rate: Option<u32>,
+    /// An MQTT-over-WebSocket listener (ws://) on this address; for wss:// use a
+    /// `[[listeners]]` entry with TLS settings and `websocket = true` [default: none].
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub ws_listen: Option<SocketAddr>,
+    /// The HTTP path the `--ws-listen` listener upgrades (others get 404) [default: "/mqtt"].
+    #[arg(long, value_name = "PATH")]
+    pub ws_path: Option<String>,
     /// A subcommand instead of running the broker.
     #[command(subcommand)]
     pub command: Option<Command>,
@@ -284,6 +291,8 @@ pub struct Config {
     pub max_topic_length: usize,
     pub max_topic_levels: usize,
     pub max_publish_rate: u32,
+    pub ws_listen: Option<SocketAddr>,
+    pub ws_path: Option<String>,
 }
 
 /// The plain listener's address, or off.
@@ -372,6 +381,8 @@ impl Default for Config {
             max_topic_length: crate::proto::topic::MAX_TOPIC_LEN,
             max_topic_levels: 128,
             max_publish_rate: 0,
+            ws_listen: None,
+            ws_path: None,
         }
     }
 }
@@ -473,7 +484,9 @@ impl Config {
             tls_key,
             tls_client_ca,
             tls_require_client_cert,
-            tls_username_from
+            tls_username_from,
+            ws_listen,
+            ws_path
         );
         cfg.validate()?;
         Ok(cfg)
@@ -550,6 +563,12 @@ impl Config {
                     why: format!("listener {}: {why}", l.bind),
                 });
             }
+            if let Err(why) = l.ws_path() {
+                return Err(ConfigError::Invalid {
+                    key: "listeners",
+                    why: format!("listener {}: {why}", l.bind),
+                });
+            }
             let rates = [l.connection_rate, l.connection_rate_per_ip];
             if rates.iter().flatten().any(|r| !r.is_finite() || *r < 0.0) {
                 return bad("listeners", "connection rates must be >= 0");
@@ -562,6 +581,9 @@ impl Config {
         }
         if self.tls_listen.is_none() && (self.tls_cert.is_some() || self.tls_key.is_some()) {
             return bad("tls_listen", "tls_cert / tls_key given without tls_listen");
+        }
+        if self.ws_listen.is_none() && self.ws_path.is_some() {
+            return bad("ws_listen", "ws_path given without ws_listen");
         }
         if self.auth_verify_queue == 0 {
             return bad("auth_verify_queue", "must be at least 1");
@@ -596,8 +618,8 @@ impl Config {
         Ok(())
     }
 
-    /// Every listener: the plain `listen` (unless off), the `tls_listen` one, then
-    /// `[[listeners]]`, in that order.
+    /// Every listener: the plain `listen` (unless off), the `tls_listen` one, the
+    /// `ws_listen` one, then `[[listeners]]`, in that order.
     pub fn listener_configs(&self) -> Vec<ListenerConfig> {
         let mut v = Vec::new();
         if let Listen::Addr(a) = self.listen {
@@ -610,6 +632,12 @@ impl Config {
             l.tls_client_ca = self.tls_client_ca.clone();
             l.tls_require_client_cert = self.tls_require_client_cert;
             l.tls_username_from = self.tls_username_from;
+            v.push(l);
+        }
+        if let Some(a) = self.ws_listen {
+            let mut l = ListenerConfig::plain(a);
+            l.websocket = true;
+            l.ws_path = self.ws_path.clone();
             v.push(l);
         }
         v.extend(self.listeners.iter().cloned());

@@ -56,6 +56,13 @@ pub struct ListenerConfig {
     /// once) [default: the global `max_connection_rate_per_ip`].
     #[serde(default)]
     pub connection_rate_per_ip: Option<f64>,
+    /// MQTT over WebSocket: clients upgrade an HTTP/1.1 request to WebSocket first (ws://,
+    /// or wss:// on a TLS listener) [default: false].
+    #[serde(default)]
+    pub websocket: bool,
+    /// The only HTTP path that upgrades (others get 404) [default: "/mqtt"].
+    #[serde(default)]
+    pub ws_path: Option<String>,
 }
 
 impl ListenerConfig {
@@ -72,6 +79,28 @@ impl ListenerConfig {
             max_connections: 0,
             connection_rate: None,
             connection_rate_per_ip: None,
+            websocket: false,
+            ws_path: None,
+        }
+    }
+
+    /// The WebSocket path of a `websocket = true` listener, `None` for plain MQTT; an error
+    /// says why the settings are invalid.
+    pub fn ws_path(&self) -> Result<Option<String>, String> {
+        match (self.websocket, &self.ws_path) {
+            (false, None) => Ok(None),
+            (false, Some(_)) => Err("ws_path needs websocket = true".into()),
+            (true, None) => Ok(Some(DEFAULT_WS_PATH.into())),
+            (true, Some(p)) => {
+                let ok = p.starts_with('/')
+                    && p.len() <= 256
+                    && p.bytes().all(|b| b.is_ascii_graphic() && b != b'?' && b != b'#');
+                if ok {
+                    Ok(Some(p.clone()))
+                } else {
+                    Err(format!("ws_path {p:?} must be an absolute path (no spaces, query or fragment)"))
+                }
+            }
         }
     }
 
@@ -111,6 +140,8 @@ pub struct Listener {
     pub addr: SocketAddr,
     pub tls: Option<Arc<ServerConfig>>,
     pub username_from: Option<CertName>,
+    /// The WebSocket path (MQTT over WebSocket), `None` for plain MQTT.
+    pub ws_path: Option<String>,
     pub max_connections: usize,
     /// Open connections accepted here.
     pub connections: AtomicUsize,
@@ -120,6 +151,18 @@ pub struct Listener {
     pub rate_per_ip: f64,
     per_ip: Mutex<HashMap<IpAddr, Bucket, ahash::RandomState>>,
 }
+
+fn kind_name(tls: bool, ws: bool) -> &'static str {
+    match (tls, ws) {
+        (false, false) => "tcp",
+        (true, false) => "tls",
+        (false, true) => "ws",
+        (true, true) => "wss",
+    }
+}
+
+/// The WebSocket path when `ws_path` is not set (the one MQTT.js and most browser clients use).
+pub const DEFAULT_WS_PATH: &str = "/mqtt";
 
 /// Source addresses tracked per listener for `connection_rate_per_ip`; beyond this the idle
 /// ones (bucket full again) are forgotten.
@@ -139,13 +182,15 @@ impl Listener {
             Some(s) => Some(crate::tls::server_config(s)?),
             None => None,
         };
-        let kind = if tls.is_some() { "tls" } else { "tcp" };
+        let ws_path = cfg.ws_path().ok().flatten();
+        let kind = kind_name(tls.is_some(), ws_path.is_some());
         Ok(Listener {
             index,
             name: cfg.name.clone().unwrap_or_else(|| format!("{kind}:{addr}")),
             addr,
             tls,
             username_from: settings.and_then(|s| s.username_from),
+            ws_path,
             max_connections: cfg.max_connections,
             connections: AtomicUsize::new(0),
             rate: cfg.connection_rate.unwrap_or(default_rate),
@@ -156,6 +201,11 @@ impl Listener {
 
     pub fn is_tls(&self) -> bool {
         self.tls.is_some()
+    }
+
+    /// "tcp", "tls", "ws" or "wss".
+    pub fn kind(&self) -> &'static str {
+        kind_name(self.is_tls(), self.ws_path.is_some())
     }
 
     /// Count a connection against this listener's limit; false (not counted) when full.

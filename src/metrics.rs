@@ -135,6 +135,13 @@ counters! {
     auth_throttled,
     /// Addresses forgotten by the throttle to make room (`auth_throttle_entries` reached).
     auth_throttle_evictions,
+    /// WebSocket upgrades accepted (`websocket = true` listeners).
+    ws_upgrades,
+    /// WebSocket upgrade requests refused (400/404/405/426/431 answered, then closed).
+    ws_upgrades_refused,
+    /// WebSocket connections closed for a frame-level violation (unmasked or text frame,
+    /// bad fragmentation or control frame, frame over the limit...).
+    ws_protocol_errors,
 }
 
 impl Metrics {

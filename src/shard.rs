@@ -151,6 +151,8 @@ pub struct Handoff {
     pub listener: u8,
     pub rest: BytesMut,
     pub connect: Box<Connect>,
+    /// The WebSocket decoder state, for a connection accepted on a WebSocket listener.
+    pub ws: Option<Box<crate::rt::ws::Deframer>>,
 }
 
 impl Handoff {
@@ -167,6 +169,7 @@ impl Handoff {
             listener,
             rest,
             connect,
+            ws: None,
         }
     }
 
