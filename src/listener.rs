@@ -94,11 +94,14 @@ impl ListenerConfig {
             (true, Some(p)) => {
                 let ok = p.starts_with('/')
                     && p.len() <= 256
-                    && p.bytes().all(|b| b.is_ascii_graphic() && b != b'?' && b != b'#');
+                    && p.bytes()
+                        .all(|b| b.is_ascii_graphic() && b != b'?' && b != b'#');
                 if ok {
                     Ok(Some(p.clone()))
                 } else {
-                    Err(format!("ws_path {p:?} must be an absolute path (no spaces, query or fragment)"))
+                    Err(format!(
+                        "ws_path {p:?} must be an absolute path (no spaces, query or fragment)"
+                    ))
                 }
             }
         }

@@ -559,7 +559,9 @@ async fn handshake(shard: Rc<Shard>, stream: TcpStream, lst: &Listener) -> bool 
 /// The bound protects nothing in memory (frames are de-framed as they stream in); it refuses
 /// lengths no MQTT client would send.
 fn ws_state(shard: &Shard) -> Box<crate::rt::ws::Deframer> {
-    let max = (shard.cfg.max_packet_size as u64).saturating_mul(2).max(64 * 1024);
+    let max = (shard.cfg.max_packet_size as u64)
+        .saturating_mul(2)
+        .max(64 * 1024);
     Box::new(crate::rt::ws::Deframer::new(max))
 }
 

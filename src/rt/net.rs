@@ -116,8 +116,8 @@ pub struct Io {
 
 #[path = "net_ws.rs"]
 mod net_ws;
-pub use net_ws::{is_ws_error, UpgradeError};
 use net_ws::Ws;
+pub use net_ws::{is_ws_error, UpgradeError};
 
 /// What a connection's `Io` is made of, taken apart to park it or hand it to another shard.
 pub struct Parts {
@@ -427,7 +427,7 @@ impl Io {
         Ok(Parts {
             stream: io.stream.into_inner(),
             tls: io.tls.map(Tls::into_session),
-            ws: io.ws.map(|w| w.into_state()),
+            ws: io.ws.map(|w| (*w).into_state()),
         })
     }
 }

@@ -13,8 +13,8 @@ use bytes::{Buf, BytesMut};
 
 use super::{Io, Output, ReadArena};
 use crate::rt::ws::{
-    close, parse_upgrade, put_frame, put_header, Control, Deframer, Refusal, WsError,
-    MAX_REQUEST, OP_BINARY, OP_CLOSE, OP_PONG,
+    close, parse_upgrade, put_frame, put_header, Control, Deframer, Refusal, WsError, MAX_REQUEST,
+    OP_BINARY, OP_CLOSE, OP_PONG,
 };
 
 /// Payload bytes framed (and copied) per step of a large write.
@@ -42,7 +42,7 @@ impl Ws {
     }
 
     /// Keep only the decoder state (parking, hand-off); the caller checked the output.
-    pub(super) fn into_state(self: Box<Ws>) -> Box<Deframer> {
+    pub(super) fn into_state(self) -> Box<Deframer> {
         self.dec.into_inner()
     }
 }
@@ -80,7 +80,8 @@ pub enum UpgradeError {
 
 /// Whether a read error is a WebSocket protocol violation (for counting and logging).
 pub fn is_ws_error(e: &io::Error) -> Option<&WsError> {
-    e.get_ref().and_then(|inner| inner.downcast_ref::<WsError>())
+    e.get_ref()
+        .and_then(|inner| inner.downcast_ref::<WsError>())
 }
 
 impl Io {

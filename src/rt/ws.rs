@@ -99,9 +99,8 @@ impl Refusal {
             426 => (426, "Upgrade Required"),
             s => (s, "Request Header Fields Too Large"),
         };
-        let mut r = format!(
-            "HTTP/1.1 {status} {text}\r\nConnection: close\r\nContent-Length: 0\r\n"
-        );
+        let mut r =
+            format!("HTTP/1.1 {status} {text}\r\nConnection: close\r\nContent-Length: 0\r\n");
         match self {
             Refusal::NotGet(_) => r.push_str("Allow: GET\r\n"),
             Refusal::NotUpgrade | Refusal::Version(_) => {
@@ -251,7 +250,8 @@ impl Headers {
 
 /// Whether a comma-separated header list holds `token` (case-insensitive).
 fn has_token(list: &str, token: &str) -> bool {
-    list.split(',').any(|t| t.trim().eq_ignore_ascii_case(token))
+    list.split(',')
+        .any(|t| t.trim().eq_ignore_ascii_case(token))
 }
 
 /// A frame-level violation; the connection is closed with [`WsError::close_code`].

@@ -51,9 +51,13 @@ fn upgrade_accepted_with_mqtt_subprotocol_and_leftover() {
     let a = parse_upgrade(req.as_bytes(), "/mqtt").unwrap().unwrap();
     assert_eq!(a.protocol, Some("mqttv3.1"));
     // None offered: accepted without the header.
-    let a = parse_upgrade(request("").as_bytes(), "/mqtt").unwrap().unwrap();
+    let a = parse_upgrade(request("").as_bytes(), "/mqtt")
+        .unwrap()
+        .unwrap();
     assert_eq!(a.protocol, None);
-    assert!(!String::from_utf8(a.response).unwrap().contains("Sec-WebSocket-Protocol"));
+    assert!(!String::from_utf8(a.response)
+        .unwrap()
+        .contains("Sec-WebSocket-Protocol"));
 }
 
 #[test]
@@ -75,9 +79,15 @@ fn bad_upgrades_are_refused_with_the_right_status() {
             request("").replace("Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n", ""),
             400,
         ),
-        (request("").replace("dGhlIHNhbXBsZSBub25jZQ==", "c2hvcnQ="), 400),
+        (
+            request("").replace("dGhlIHNhbXBsZSBub25jZQ==", "c2hvcnQ="),
+            400,
+        ),
         (request("").replace("Upgrade: websocket\r\n", ""), 426),
-        (request("").replace("keep-alive, Upgrade", "keep-alive"), 426),
+        (
+            request("").replace("keep-alive, Upgrade", "keep-alive"),
+            426,
+        ),
         (request("").replace("Version: 13", "Version: 8"), 426),
         (request("").replace("Host: x\r\n", ""), 400),
         (request("").replace("HTTP/1.1", "HTTP/1.0"), 400),
@@ -116,7 +126,12 @@ fn binary_frames_deframe_in_any_split() {
     let payload: Vec<u8> = (0..300u32).map(|i| i as u8).collect();
     let mut wire = client_frame(OP_BINARY, false, MASK, &payload[..7]);
     wire.extend(client_frame(OP_PING, true, [1, 2, 3, 4], b"hi"));
-    wire.extend(client_frame(OP_CONTINUATION, false, [9, 8, 7, 6], &payload[7..200]));
+    wire.extend(client_frame(
+        OP_CONTINUATION,
+        false,
+        [9, 8, 7, 6],
+        &payload[7..200],
+    ));
     wire.extend(client_frame(OP_CONTINUATION, true, MASK, &payload[200..]));
     wire.extend(client_frame(OP_BINARY, true, MASK, b""));
     wire.extend(client_frame(OP_PONG, true, MASK, b"x"));
@@ -155,7 +170,11 @@ fn violations_close_with_the_right_code() {
     two_starts.extend(client_frame(OP_BINARY, true, MASK, b"b"));
     let cases: Vec<(Vec<u8>, WsError, u16)> = vec![
         (unmasked, WsError::Unmasked, 1002),
-        (client_frame(OP_TEXT, true, MASK, b"{}"), WsError::Text, 1003),
+        (
+            client_frame(OP_TEXT, true, MASK, b"{}"),
+            WsError::Text,
+            1003,
+        ),
         (rsv, WsError::Reserved, 1002),
         (client_frame(0x3, true, MASK, b""), WsError::Opcode(3), 1002),
         (long_len, WsError::Length, 1002),
@@ -211,7 +230,12 @@ fn frame_over_the_limit_is_refused_from_its_header() {
 fn close_ends_the_stream_and_later_bytes_are_ignored() {
     // §5.5.1: after a close frame no more data frames are processed.
     let mut wire = client_frame(OP_BINARY, true, MASK, b"ab");
-    wire.extend(client_frame(OP_CLOSE, true, MASK, &[0x03, 0xE8, b'o', b'k']));
+    wire.extend(client_frame(
+        OP_CLOSE,
+        true,
+        MASK,
+        &[0x03, 0xE8, b'o', b'k'],
+    ));
     wire.extend(client_frame(OP_BINARY, true, MASK, b"zz"));
     let (data, ctrl, res) = run(&wire, 3);
     assert_eq!(res, Ok(()));

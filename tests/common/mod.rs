@@ -1048,3 +1048,4 @@ pub mod passwd;
 pub mod subs;
 pub mod tls;
 pub mod v5;
+pub mod ws;
