@@ -15,6 +15,8 @@ mod journal_scan;
 mod scram;
 #[path = "../fuzz/checks/topic.rs"]
 mod topic;
+#[path = "../fuzz/checks/ws.rs"]
+mod ws;
 
 fn corpus_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus")
@@ -30,6 +32,7 @@ fn checks_for(target: &str) -> Option<Checks> {
         "decoder" => Some(decoder::check),
         "topic" => Some(topic::check),
         "scram" => Some(scram::check),
+        "ws" => Some(ws::check),
         _ => None,
     }
 }
