@@ -348,6 +348,24 @@ mod tests {
     }
 
     #[test]
+    fn websocket_path_defaults_and_is_validated() {
+        let mut cfg = ListenerConfig::plain("127.0.0.1:0".parse().unwrap());
+        assert_eq!(cfg.ws_path(), Ok(None));
+        cfg.ws_path = Some("/ws".into());
+        assert!(cfg.ws_path().is_err(), "ws_path needs websocket = true");
+        cfg.websocket = true;
+        assert_eq!(cfg.ws_path(), Ok(Some("/ws".into())));
+        for bad in ["ws", "/a b", "/a?x", ""] {
+            cfg.ws_path = Some(bad.into());
+            assert!(cfg.ws_path().is_err(), "{bad:?}");
+        }
+        cfg.ws_path = None;
+        assert_eq!(cfg.ws_path(), Ok(Some(DEFAULT_WS_PATH.into())));
+        let l = Listener::new(0, &cfg, cfg.bind, 0.0, 0.0).unwrap();
+        assert_eq!((l.kind(), l.name.as_str()), ("ws", "ws:127.0.0.1:0"));
+    }
+
+    #[test]
     fn tls_settings_must_be_complete() {
         let mut cfg = ListenerConfig::plain("127.0.0.1:0".parse().unwrap());
         assert_eq!(cfg.tls(), Ok(None));
