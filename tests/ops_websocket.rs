@@ -96,6 +96,41 @@ fn mqttjs_over_ws_and_rumqttc_over_tcp_exchange_messages() {
 }
 
 #[test]
+fn mqttjs_browser_bundle_in_headless_chromium_round_trips() {
+    // A browser page (MQTT.js's dist bundle, Chromium's own WebSocket) subscribes and
+    // receives its own QoS 1 publish.
+    if !node_or_skip() {
+        return;
+    }
+    let chromium = std::path::Path::new("/usr/bin/chromium").exists();
+    let driver = js_dir().join("node_modules/playwright-core").exists();
+    if !(chromium && driver) {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "chromium or playwright-core missing: .ci/run installs them"
+        );
+        eprintln!("skipped: /usr/bin/chromium or playwright-core missing");
+        return;
+    }
+    let (_broker, addr) = ws_broker(&[]);
+    let out = std::process::Command::new("node")
+        .current_dir(js_dir())
+        .args(["browser.mjs", &format!("ws://{addr}/mqtt")])
+        .output()
+        .expect("run node");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.lines().any(|l| l == "OK"),
+        "browser round trip failed: {stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+            .lines()
+            .filter(|l| !l.contains("dbus"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+}
+
+#[test]
 fn will_of_a_dropped_ws_client_is_published() {
     // [MQTT-3.1.2-8]: a connection closed without DISCONNECT publishes its will.
     if !node_or_skip() {
