@@ -11,11 +11,11 @@
 //! | [`expiry`] | session lifetimes after their connection, session expiry, delayed wills | one shard |
 //! | [`journal`] | the durable log: record framing, segments, the writer with group commit, snapshots, recovery | one shard (recovery: the main thread before shards start) |
 //! | [`pressure`] | publisher flow control: congested subscribers pause their publishers, slow consumers | one shard |
-//! | [`listener`] | listener settings (plain/TLS, per-listener limits) and connection admission: counts, accept rate, per-address rate | built at start, shared by every shard; each accept loop owns its rate bucket |
+//! | [`listener`] | listener settings (plain/TLS/WebSocket, per-listener limits) and connection admission: counts, accept rate, per-address rate | built at start, shared by every shard; each accept loop owns its rate bucket |
 //! | [`tls`] | TLS settings → rustls server config (PEM files, mutual TLS), user name from a client certificate | built at start, shared read-only; a connection's record layer is `rt::tls` |
 //! | [`acl`] | authorization: the ACL file (sections, allow/deny rules, `%u`/`%c` patterns), read/write/subscribe decisions, lock-free reload | parsed once per (re)load, shared read-only by every shard |
 //! | [`auth`] | MQTT 5 enhanced authentication: method trait, registry, SCRAM-SHA-256 (sans-IO); CONNECT user name/password: back-end trait, argon2id password file, cache of successful checks, failure throttle, `ringmq passwd` | registry built at start, shared read-only by every shard; an exchange per connection; the password back end in `shard::Global` (swapped on reload), its hashes run on each shard's blocking pool |
-//! | [`rt`] | the only glommio-facing code: sockets, mesh outboxes, notify primitives, the parking lot for idle sockets | per shard |
+//! | [`rt`] | the only glommio-facing code: sockets (with their TLS and WebSocket layers; the sans-IO WebSocket codec is `rt::ws`), mesh outboxes, notify primitives, the parking lot for idle sockets | per shard |
 //! | [`metrics`] | per-shard counters (every enforced limit is counted) | one shard |
 //! | [`config`] | defaults, TOML file, CLI flags | read-only copy per shard |
 //! | [`broker`] | start-up checks, data-dir lock, pool, signals, shutdown | main thread |
