@@ -251,12 +251,11 @@ pub fn check(cfg: &Config) -> Result<Vec<String>, StartError> {
                 addr: lc.bind,
                 source,
             })?;
-        lines.push(format!(
-            "listener {} on {}{}",
-            l.name,
-            l.addr,
-            if l.is_tls() { " (tls)" } else { "" }
-        ));
+        let kind = match l.kind() {
+            "tcp" => String::new(),
+            k => format!(" ({k})"),
+        };
+        lines.push(format!("listener {} on {}{kind}", l.name, l.addr));
     }
     Ok(lines)
 }

@@ -241,6 +241,13 @@ pub struct Cli {
     /// (a stuck shard) [default: 5000].
     #[arg(long, value_name = "MILLIS")]
     pub health_stale_ms: Option<u64>,
+    /// An MQTT-over-WebSocket listener (ws://) on this address; for wss:// use a
+    /// `[[listeners]]` entry with TLS settings and `websocket = true` [default: none].
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub ws_listen: Option<SocketAddr>,
+    /// The HTTP path the `--ws-listen` listener upgrades (others get 404) [default: "/mqtt"].
+    #[arg(long, value_name = "PATH")]
+    pub ws_path: Option<String>,
     /// A subcommand instead of running the broker.
     #[command(subcommand)]
     pub command: Option<Command>,
@@ -333,6 +340,8 @@ pub struct Config {
     pub stats_interval_ms: u64,
     pub sys_interval: u64,
     pub health_stale_ms: u64,
+    pub ws_listen: Option<SocketAddr>,
+    pub ws_path: Option<String>,
 }
 
 /// The plain listener's address, or off.
@@ -428,6 +437,8 @@ impl Default for Config {
             stats_interval_ms: 1000,
             sys_interval: 10,
             health_stale_ms: 5000,
+            ws_listen: None,
+            ws_path: None,
         }
     }
 }
@@ -536,7 +547,9 @@ impl Config {
             tls_key,
             tls_client_ca,
             tls_require_client_cert,
-            tls_username_from
+            tls_username_from,
+            ws_listen,
+            ws_path
         );
         cfg.validate()?;
         Ok(cfg)
@@ -613,6 +626,12 @@ impl Config {
                     why: format!("listener {}: {why}", l.bind),
                 });
             }
+            if let Err(why) = l.ws_path() {
+                return Err(ConfigError::Invalid {
+                    key: "listeners",
+                    why: format!("listener {}: {why}", l.bind),
+                });
+            }
             let rates = [l.connection_rate, l.connection_rate_per_ip];
             if rates.iter().flatten().any(|r| !r.is_finite() || *r < 0.0) {
                 return bad("listeners", "connection rates must be >= 0");
@@ -625,6 +644,9 @@ impl Config {
         }
         if self.tls_listen.is_none() && (self.tls_cert.is_some() || self.tls_key.is_some()) {
             return bad("tls_listen", "tls_cert / tls_key given without tls_listen");
+        }
+        if self.ws_listen.is_none() && self.ws_path.is_some() {
+            return bad("ws_listen", "ws_path given without ws_listen");
         }
         if self.auth_verify_queue == 0 {
             return bad("auth_verify_queue", "must be at least 1");
@@ -686,8 +708,8 @@ impl Config {
         Ok(())
     }
 
-    /// Every listener: the plain `listen` (unless off), the `tls_listen` one, then
-    /// `[[listeners]]`, in that order.
+    /// Every listener: the plain `listen` (unless off), the `tls_listen` one, the
+    /// `ws_listen` one, then `[[listeners]]`, in that order.
     pub fn listener_configs(&self) -> Vec<ListenerConfig> {
         let mut v = Vec::new();
         if let Listen::Addr(a) = self.listen {
@@ -702,6 +724,12 @@ impl Config {
             l.tls_client_ca = self.tls_client_ca.clone();
             l.tls_require_client_cert = self.tls_require_client_cert;
             l.tls_username_from = self.tls_username_from;
+            v.push(l);
+        }
+        if let Some(a) = self.ws_listen {
+            let mut l = ListenerConfig::plain(a);
+            l.websocket = true;
+            l.ws_path = self.ws_path.clone();
             v.push(l);
         }
         v.extend(self.listeners.iter().cloned());

@@ -11,13 +11,13 @@
 //! | [`expiry`] | session lifetimes after their connection, session expiry, delayed wills | one shard |
 //! | [`journal`] | the durable log: record framing, segments, the writer with group commit, snapshots, recovery | one shard (recovery: the main thread before shards start) |
 //! | [`pressure`] | publisher flow control: congested subscribers pause their publishers, slow consumers | one shard |
-//! | [`listener`] | listener settings (plain/TLS, per-listener limits) and connection admission: counts, accept rate, per-address rate, allowed/denied networks, PROXY protocol | built at start, shared by every shard; each accept loop owns its rate bucket |
+//! | [`listener`] | listener settings (plain/TLS/WebSocket, per-listener limits) and connection admission: counts, accept rate, per-address rate, allowed/denied networks, PROXY protocol | built at start, shared by every shard; each accept loop owns its rate bucket |
 //! | [`proxy`] | the PROXY protocol header (v1 text, v2 binary) a load balancer sends first: sans-IO parser, bounded | pure |
 //! | [`cidr`] | CIDR networks for address admission (`allow_from`, `deny_from`, `proxy_trusted`) | parsed at config load, shared read-only |
 //! | [`tls`] | TLS settings → rustls server config (PEM files, mutual TLS), user name from a client certificate | built at start, shared read-only; a connection's record layer is `rt::tls` |
 //! | [`acl`] | authorization: the ACL file (sections, allow/deny rules, `%u`/`%c` patterns), read/write/subscribe decisions, lock-free reload | parsed once per (re)load, shared read-only by every shard |
 //! | [`auth`] | MQTT 5 enhanced authentication: method trait, registry, SCRAM-SHA-256 (sans-IO); CONNECT user name/password: back-end trait, argon2id password file, cache of successful checks, failure throttle, `ringmq passwd` | registry built at start, shared read-only by every shard; an exchange per connection; the password back end in `shard::Global` (swapped on reload), its hashes run on each shard's blocking pool |
-//! | [`rt`] | the only glommio-facing code: sockets, mesh outboxes, notify primitives, the parking lot for idle sockets | per shard |
+//! | [`rt`] | the only glommio-facing code: sockets (with their TLS and WebSocket layers; the sans-IO WebSocket codec is `rt::ws`), mesh outboxes, notify primitives, the parking lot for idle sockets | per shard |
 //! | [`metrics`] | per-shard counters (every enforced limit is counted), latency histograms | one shard |
 //! | [`ops`] | the stats board (each shard's published snapshot, heartbeat, phase), the ops HTTP endpoint (`/metrics`, `/health`, `/ready`), `$SYS` topics | board shared by every thread, each slot written by its shard; HTTP on its own threads; `$SYS` on shard 0 |
 //! | [`config`] | defaults, TOML file, CLI flags | read-only copy per shard |

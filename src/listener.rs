@@ -75,6 +75,13 @@ pub struct ListenerConfig {
     /// `allow_from` [default: none].
     #[serde(default)]
     pub deny_from: Vec<Cidr>,
+    /// MQTT over WebSocket: clients upgrade an HTTP/1.1 request to WebSocket first (ws://,
+    /// or wss:// on a TLS listener) [default: false].
+    #[serde(default)]
+    pub websocket: bool,
+    /// The only HTTP path that upgrades (others get 404) [default: "/mqtt"].
+    #[serde(default)]
+    pub ws_path: Option<String>,
 }
 
 impl ListenerConfig {
@@ -95,6 +102,31 @@ impl ListenerConfig {
             proxy_trusted: Vec::new(),
             allow_from: Vec::new(),
             deny_from: Vec::new(),
+            websocket: false,
+            ws_path: None,
+        }
+    }
+
+    /// The WebSocket path of a `websocket = true` listener, `None` for plain MQTT; an error
+    /// says why the settings are invalid.
+    pub fn ws_path(&self) -> Result<Option<String>, String> {
+        match (self.websocket, &self.ws_path) {
+            (false, None) => Ok(None),
+            (false, Some(_)) => Err("ws_path needs websocket = true".into()),
+            (true, None) => Ok(Some(DEFAULT_WS_PATH.into())),
+            (true, Some(p)) => {
+                let ok = p.starts_with('/')
+                    && p.len() <= 256
+                    && p.bytes()
+                        .all(|b| b.is_ascii_graphic() && b != b'?' && b != b'#');
+                if ok {
+                    Ok(Some(p.clone()))
+                } else {
+                    Err(format!(
+                        "ws_path {p:?} must be an absolute path (no spaces, query or fragment)"
+                    ))
+                }
+            }
         }
     }
 
@@ -138,6 +170,8 @@ pub struct Listener {
     pub addr: SocketAddr,
     pub tls: Option<Arc<ServerConfig>>,
     pub username_from: Option<CertName>,
+    /// The WebSocket path (MQTT over WebSocket), `None` for plain MQTT.
+    pub ws_path: Option<String>,
     pub max_connections: usize,
     /// Open connections accepted here.
     pub connections: AtomicUsize,
@@ -152,6 +186,18 @@ pub struct Listener {
     pub allow_from: Vec<Cidr>,
     pub deny_from: Vec<Cidr>,
 }
+
+fn kind_name(tls: bool, ws: bool) -> &'static str {
+    match (tls, ws) {
+        (false, false) => "tcp",
+        (true, false) => "tls",
+        (false, true) => "ws",
+        (true, true) => "wss",
+    }
+}
+
+/// The WebSocket path when `ws_path` is not set (the one MQTT.js and most browser clients use).
+pub const DEFAULT_WS_PATH: &str = "/mqtt";
 
 /// Source addresses tracked per listener for `connection_rate_per_ip`; beyond this the idle
 /// ones (bucket full again) are forgotten.
@@ -171,13 +217,15 @@ impl Listener {
             Some(s) => Some(crate::tls::server_config(s)?),
             None => None,
         };
-        let kind = if tls.is_some() { "tls" } else { "tcp" };
+        let ws_path = cfg.ws_path().ok().flatten();
+        let kind = kind_name(tls.is_some(), ws_path.is_some());
         Ok(Listener {
             index,
             name: cfg.name.clone().unwrap_or_else(|| format!("{kind}:{addr}")),
             addr,
             tls,
             username_from: settings.and_then(|s| s.username_from),
+            ws_path,
             max_connections: cfg.max_connections,
             connections: AtomicUsize::new(0),
             rate: cfg.connection_rate.unwrap_or(default_rate),
@@ -192,6 +240,11 @@ impl Listener {
 
     pub fn is_tls(&self) -> bool {
         self.tls.is_some()
+    }
+
+    /// "tcp", "tls", "ws" or "wss".
+    pub fn kind(&self) -> &'static str {
+        kind_name(self.is_tls(), self.ws_path.is_some())
     }
 
     /// Count a connection against this listener's limit; false (not counted) when full.
@@ -359,6 +412,24 @@ mod tests {
         assert!(!l.try_acquire());
         l.release();
         assert!(l.try_acquire());
+    }
+
+    #[test]
+    fn websocket_path_defaults_and_is_validated() {
+        let mut cfg = ListenerConfig::plain("127.0.0.1:0".parse().unwrap());
+        assert_eq!(cfg.ws_path(), Ok(None));
+        cfg.ws_path = Some("/ws".into());
+        assert!(cfg.ws_path().is_err(), "ws_path needs websocket = true");
+        cfg.websocket = true;
+        assert_eq!(cfg.ws_path(), Ok(Some("/ws".into())));
+        for bad in ["ws", "/a b", "/a?x", ""] {
+            cfg.ws_path = Some(bad.into());
+            assert!(cfg.ws_path().is_err(), "{bad:?}");
+        }
+        cfg.ws_path = None;
+        assert_eq!(cfg.ws_path(), Ok(Some(DEFAULT_WS_PATH.into())));
+        let l = Listener::new(0, &cfg, cfg.bind, 0.0, 0.0).unwrap();
+        assert_eq!((l.kind(), l.name.as_str()), ("ws", "ws:127.0.0.1:0"));
     }
 
     #[test]

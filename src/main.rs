@@ -49,8 +49,10 @@ fn main() {
         |listeners| {
             // One line per listener; tests and scripts read the address from the first.
             for l in listeners {
-                let kind = if l.is_tls() { " (tls)" } else { "" };
-                println!("ringmq listening on {}{kind}", l.addr);
+                match l.kind() {
+                    "tcp" => println!("ringmq listening on {}", l.addr),
+                    kind => println!("ringmq listening on {} ({kind})", l.addr),
+                }
             }
             use std::io::Write;
             let _ = std::io::stdout().flush();

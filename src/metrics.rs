@@ -197,6 +197,13 @@ counters! {
     mesh_bytes_received,
     /// Control-mesh messages received from other shards.
     mesh_ctrl_received,
+    /// WebSocket upgrades accepted (`websocket = true` listeners).
+    ws_upgrades,
+    /// WebSocket upgrade requests refused (400/404/405/426/431 answered, then closed).
+    ws_upgrades_refused,
+    /// WebSocket connections closed for a frame-level violation (unmasked or text frame,
+    /// bad fragmentation or control frame, frame over the limit...).
+    ws_protocol_errors,
     ; per_qos:
     /// PUBLISH packets received from clients.
     publishes_in,

@@ -155,6 +155,8 @@ pub struct Handoff {
     pub connect: Box<Connect>,
     /// The client's address from a PROXY protocol header (else the socket's stands).
     pub peer: Option<std::net::SocketAddr>,
+    /// The WebSocket decoder state, for a connection accepted on a WebSocket listener.
+    pub ws: Option<Box<crate::rt::ws::Deframer>>,
 }
 
 impl Handoff {
@@ -172,6 +174,7 @@ impl Handoff {
             rest,
             connect,
             peer: None,
+            ws: None,
         }
     }
 

@@ -17,6 +17,8 @@ mod proxy_header;
 mod scram;
 #[path = "../fuzz/checks/topic.rs"]
 mod topic;
+#[path = "../fuzz/checks/ws.rs"]
+mod ws;
 
 fn corpus_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus")
@@ -33,6 +35,7 @@ fn checks_for(target: &str) -> Option<Checks> {
         "topic" => Some(topic::check),
         "scram" => Some(scram::check),
         "proxy_header" => Some(proxy_header::check),
+        "ws" => Some(ws::check),
         _ => None,
     }
 }

@@ -247,9 +247,19 @@ impl Pattern {
     }
 
     fn cover_levels<'f>(&self, mut f: impl Iterator<Item = &'f str>, who: &Who<'_>) -> bool {
-        for l in self.levels.iter() {
-            let ok = match (l, f.next()) {
+        // Whether the filter levels read so far can only spell the empty topic name, which
+        // is not a topic [MQTT-4.7.3-1]: none read, or one empty level.
+        let mut empty_so_far = true;
+        for (i, l) in self.levels.iter().enumerate() {
+            let x = f.next();
+            let ok = match (l, x) {
                 (Level::Hash, _) => return true,
+                // The filter's `#` reaches its parent topic and everything below; `+/#`
+                // reaches everything below too, and the parent is no topic when it would be
+                // the empty name (`#` vs `+/#`, `/#` vs `/+/#`).
+                (Level::Plus, Some("#")) => {
+                    empty_so_far && matches!(self.levels.get(i + 1), Some(Level::Hash))
+                }
                 // The filter is done but the pattern wants another level (`a` vs `a/+`);
                 // or the filter's `#` reaches topics this level does not (`a/#` vs `a/+`).
                 (_, None) | (_, Some("#")) => false,
@@ -260,6 +270,11 @@ impl Pattern {
             if !ok {
                 return false;
             }
+            if x == Some("#") {
+                // Only `+/#` gets here, and it covers the rest.
+                return true;
+            }
+            empty_so_far = i == 0 && x == Some("");
         }
         f.next().is_none()
     }

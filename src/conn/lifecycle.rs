@@ -18,7 +18,7 @@ pub(super) fn resume(shard: &Rc<Shard>, conn: &Rc<Conn>) {
     // SAFETY: the fd was detached from its glommio stream when the connection parked and
     // has been owned by `parked_fd` since.
     let stream = unsafe { attach_stream(fd) };
-    let io = Io::with_tls(stream, conn.parked_tls.take());
+    let io = Io::with_layers(stream, conn.parked_tls.take(), conn.parked_ws.take());
     if let Some(addr) = conn.peer {
         io.set_peer(addr);
     }
@@ -128,10 +128,10 @@ pub(super) async fn run(shard: Rc<Shard>, conn: Rc<Conn>, io: Rc<Io>, mut rest: 
 /// Hand the socket to the shard's parking lot; the connection keeps its place in the
 /// connection table, its session and its keep-alive deadline, but no task.
 pub(super) fn park(shard: &Rc<Shard>, conn: &Rc<Conn>, io: Rc<Io>) -> std::io::Result<()> {
-    let (stream, tls) = io
+    let parts = io
         .into_parts()
         .map_err(|_| std::io::Error::other("socket still shared"))?;
-    let fd = detach_stream(stream)?;
+    let fd = detach_stream(parts.stream)?;
     let parked = match shard.parking_lot() {
         Some(lot) => lot.park(fd, conn.id),
         None => Err(std::io::Error::other("parking is off")),
@@ -141,7 +141,8 @@ pub(super) fn park(shard: &Rc<Shard>, conn: &Rc<Conn>, io: Rc<Io>) -> std::io::R
         return Err(e);
     }
     conn.parked_fd.set(fd);
-    conn.parked_tls.set(tls);
+    conn.parked_tls.set(parts.tls);
+    conn.parked_ws.set(parts.ws);
     Metrics::inc(&shard.metrics.parks);
     tracing::debug!(conn = conn.id, "connection parked");
     shard.arm_park_check(conn);
@@ -321,6 +322,7 @@ pub(super) async fn read_loop(
                 Some(Err(e)) => {
                     tracing::debug!(conn = conn.id, "read failed: {e}");
                     conn.note_end(Ending::SocketError);
+                    ws_violation(shard, io, &e);
                     return End::Abrupt;
                 }
             }

@@ -77,6 +77,8 @@ pub struct Conn {
     parked_fd: Cell<RawFd>,
     /// The TLS session while parked (keys and rustls state; no buffers of ours).
     parked_tls: Cell<Option<Box<rustls::ServerConnection>>>,
+    /// The WebSocket decoder state while parked (WebSocket listeners).
+    parked_ws: Cell<Option<Box<crate::rt::ws::Deframer>>>,
     /// The shard asked the reader to park the connection.
     parking: Cell<bool>,
     /// The reader asked the writer to exit once it has nothing to write.
@@ -179,6 +181,14 @@ impl Conn {
         if encode(&self.disconnect_packet(reason_code), self.version, &mut buf).is_ok() {
             let fd = self.parked_fd.get();
             if fd >= 0 {
+                // Over WebSocket the packet travels in a binary frame [MQTT-6.0.0-1].
+                let ws = self.parked_ws.take();
+                if ws.is_some() {
+                    let mut framed = BytesMut::new();
+                    crate::rt::ws::put_frame(&mut framed, crate::rt::ws::OP_BINARY, &buf);
+                    buf = framed;
+                }
+                self.parked_ws.set(ws);
                 let mut tls = self.parked_tls.take();
                 match tls.as_deref_mut() {
                     None => {
@@ -421,11 +431,14 @@ async fn handshake(shard: Rc<Shard>, mut stream: TcpStream, lst: &Listener) -> b
             }
         },
     };
-    let io = Io::with_tls(stream, tls);
+    let ws = lst.ws_path.as_ref().map(|_| ws_state(&shard));
+    let io = Io::with_layers(stream, tls, ws);
     if let Some(addr) = real_peer {
         io.set_peer(addr);
     }
     let mut dec = Decoder::new(shard.cfg.max_packet_size);
+    // The PROXY header, the TLS handshake, the WebSocket upgrade and the CONNECT share
+    // `connect_timeout`.
     let first = with_timeout(limit.saturating_sub(started.elapsed()), async {
         let mut buf = match io.handshake(&shard.arena).await {
             Ok(early) => early,
@@ -435,6 +448,18 @@ async fn handshake(shard: Rc<Shard>, mut stream: TcpStream, lst: &Listener) -> b
                 return First::Closed;
             }
         };
+        if let Some(path) = &lst.ws_path {
+            match io.ws_upgrade(&shard.arena, buf, path).await {
+                Ok(rest) => {
+                    Metrics::inc(&shard.metrics.ws_upgrades);
+                    buf = rest;
+                }
+                Err(e) => {
+                    ws_upgrade_failed(&shard, &io, lst, &e);
+                    return First::Closed;
+                }
+            }
+        }
         loop {
             match dec.decode(&mut buf) {
                 Ok(Some(Packet::Connect(c))) => return First::Connect(c, buf),
@@ -448,7 +473,11 @@ async fn handshake(shard: Rc<Shard>, mut stream: TcpStream, lst: &Listener) -> b
             }
             match io.read(&shard.arena, READ_MAX).await {
                 Ok(Some(chunk)) => buf.extend_from_slice(&chunk),
-                Ok(None) | Err(_) => return First::Closed,
+                Ok(None) => return First::Closed,
+                Err(e) => {
+                    ws_violation(&shard, &io, &e);
+                    return First::Closed;
+                }
             }
         }
     })
@@ -539,15 +568,16 @@ async fn handshake(shard: Rc<Shard>, mut stream: TcpStream, lst: &Listener) -> b
     if io.has_output() && io.flush(&Cell::new(0)).await.is_err() {
         return false;
     }
-    let (stream, tls) = match io.into_parts() {
+    let parts = match io.into_parts() {
         Ok(parts) => parts,
         Err(_) => return false,
     };
-    match detach_stream(stream) {
+    match detach_stream(parts.stream) {
         Ok(fd) => {
             Metrics::inc(&shard.metrics.handoffs);
-            let mut h = Box::new(Handoff::new(fd, tls, lst.index, rest, connect));
+            let mut h = Box::new(Handoff::new(fd, parts.tls, lst.index, rest, connect));
             h.peer = real_peer;
+            h.ws = parts.ws;
             shard.ctrl.push(home, Ctrl::Handoff(h));
             true
         }
@@ -556,6 +586,44 @@ async fn handshake(shard: Rc<Shard>, mut stream: TcpStream, lst: &Listener) -> b
             false
         }
     }
+}
+
+/// A fresh WebSocket decoder. A frame may carry a whole packet and the start of the next
+/// ([MQTT-6.0.0-2]): frames up to twice `max_packet_size` are accepted (at least 64 KiB).
+/// The bound protects nothing in memory (frames are de-framed as they stream in); it refuses
+/// lengths no MQTT client would send.
+fn ws_state(shard: &Shard) -> Box<crate::rt::ws::Deframer> {
+    let max = (shard.cfg.max_packet_size as u64)
+        .saturating_mul(2)
+        .max(64 * 1024);
+    Box::new(crate::rt::ws::Deframer::new(max))
+}
+
+/// Count and log a WebSocket upgrade that did not happen.
+fn ws_upgrade_failed(shard: &Shard, io: &Io, lst: &Listener, e: &crate::rt::net::UpgradeError) {
+    use crate::rt::net::UpgradeError;
+    match e {
+        UpgradeError::Refused(r) => {
+            Metrics::inc(&shard.metrics.ws_upgrades_refused);
+            tracing::info!(peer = ?io.peer_addr(), listener = %lst.name, status = r.status(), "WebSocket upgrade refused: {r}");
+        }
+        UpgradeError::Io(err) => {
+            if !ws_violation(shard, io, err) {
+                tracing::debug!(peer = ?io.peer_addr(), listener = %lst.name, "{e}");
+            }
+        }
+    }
+}
+
+/// Count and log a read error that is a WebSocket protocol violation (the close frame was
+/// sent by `Io`); false for other errors.
+pub(crate) fn ws_violation(shard: &Shard, io: &Io, e: &std::io::Error) -> bool {
+    let Some(ws) = crate::rt::net::is_ws_error(e) else {
+        return false;
+    };
+    Metrics::inc(&shard.metrics.ws_protocol_errors);
+    tracing::info!(peer = ?io.peer_addr(), code = ws.close_code(), "closing WebSocket connection: {ws}");
+    true
 }
 
 fn assign_client_id(shard: &Shard) -> Utf8Bytes {
@@ -588,7 +656,7 @@ pub fn adopt(shard: Rc<Shard>, mut h: Handoff) {
             properties: Default::default(),
         }),
     );
-    let io = Io::with_tls(stream, tls);
+    let io = Io::with_layers(stream, tls, h.ws.take());
     if let Some(addr) = h.peer {
         io.set_peer(addr);
     }
@@ -669,6 +737,7 @@ async fn serve(shard: Rc<Shard>, io: Rc<Io>, hello: Hello, rest: BytesMut) {
         io: RefCell::new(None),
         parked_fd: Cell::new(-1),
         parked_tls: Cell::new(None),
+        parked_ws: Cell::new(None),
         parking: Cell::new(false),
         writer_stop: Cell::new(false),
         writer_idle: Cell::new(false),

@@ -9,6 +9,7 @@ pub mod net;
 pub mod park;
 pub mod sync;
 pub mod tls;
+pub mod ws;
 
 pub use glommio::timer::sleep;
 pub use glommio::{spawn_local, yield_if_needed, Task};

@@ -19,6 +19,7 @@ use glommio::net::{TcpListener, TcpStream};
 use rustls::ServerConnection;
 
 use super::tls::Tls;
+use super::ws::Deframer;
 use socket2::{Domain, Protocol, Socket, Type};
 
 /// A TCP socket bound to `addr` with `SO_REUSEPORT`, not yet listening. Binding one of these
@@ -103,11 +104,58 @@ impl ReadArena {
 /// With TLS, [`Io::read`] returns decrypted bytes (possibly an empty chunk when a record
 /// carried none) and the writes encrypt; ciphertext the socket did not take waits in the
 /// [`Tls`] output, which [`Io::flush`] (the writer) drains.
+///
+/// With WebSocket (`net_ws`), reads return the de-framed MQTT bytes and each write goes out
+/// as one binary frame (sealed with TLS for `wss://`); frames the socket did not take wait in
+/// the WebSocket output (`ws://`) or the TLS output (`wss://`).
 pub struct Io {
     stream: RefCell<TcpStream>,
     tls: Option<Tls>,
     /// The client's real address when a PROXY protocol header gave one (else the socket's).
     peer: std::cell::Cell<Option<SocketAddr>>,
+    ws: Option<Box<Ws>>,
+}
+
+#[path = "net_ws.rs"]
+mod net_ws;
+use net_ws::Ws;
+pub use net_ws::{is_ws_error, UpgradeError};
+
+/// What a connection's `Io` is made of, taken apart to park it or hand it to another shard.
+pub struct Parts {
+    pub stream: TcpStream,
+    /// The TLS session (TLS listeners).
+    pub tls: Option<Box<ServerConnection>>,
+    /// The WebSocket decoder state (WebSocket listeners, after the upgrade).
+    pub ws: Option<Box<Deframer>>,
+}
+
+/// Bytes waiting for the socket: the TLS output, or the WebSocket output of a `ws://`
+/// connection.
+trait Output {
+    fn has_output(&self) -> bool;
+    /// Poll `f` with the waiting bytes (it returns how many it took).
+    fn with_output_dyn(
+        &self,
+        f: &mut dyn FnMut(&[u8]) -> Poll<io::Result<usize>>,
+    ) -> Poll<io::Result<usize>>;
+    /// `n` of the waiting bytes were sent.
+    fn consumed(&self, n: usize);
+}
+
+impl Output for Tls {
+    fn has_output(&self) -> bool {
+        Tls::has_output(self)
+    }
+    fn with_output_dyn(
+        &self,
+        f: &mut dyn FnMut(&[u8]) -> Poll<io::Result<usize>>,
+    ) -> Poll<io::Result<usize>> {
+        Tls::with_output(self, f)
+    }
+    fn consumed(&self, n: usize) {
+        Tls::consumed(self, n)
+    }
 }
 
 impl Io {
@@ -117,11 +165,22 @@ impl Io {
 
     /// A connection whose bytes go through `tls` (state of an accepted or resumed session).
     pub fn with_tls(stream: TcpStream, tls: Option<Box<ServerConnection>>) -> Rc<Io> {
+        Self::with_layers(stream, tls, None)
+    }
+
+    /// A connection with its TLS session and/or WebSocket state (a WebSocket listener's
+    /// connection before its upgrade has a fresh [`Deframer`]; see [`Io::ws_upgrade`]).
+    pub fn with_layers(
+        stream: TcpStream,
+        tls: Option<Box<ServerConnection>>,
+        ws: Option<Box<Deframer>>,
+    ) -> Rc<Io> {
         stream.set_nodelay(true).ok();
         Rc::new(Io {
             stream: RefCell::new(stream),
             tls: tls.map(Tls::new),
             peer: std::cell::Cell::new(None),
+            ws: ws.map(Ws::new),
         })
     }
 
@@ -142,14 +201,34 @@ impl Io {
         self.tls.as_ref()
     }
 
-    /// Ciphertext is waiting for the socket (the writer must [`Io::flush`]).
+    /// Ciphertext or WebSocket frames are waiting for the socket (the writer must
+    /// [`Io::flush`]).
     pub fn has_output(&self) -> bool {
-        self.tls.as_ref().is_some_and(Tls::has_output)
+        self.output().is_some_and(|o| o.has_output())
+    }
+
+    /// Where bytes wait for the socket: TLS output first (a `wss://` connection seals its
+    /// frames at once, so its WebSocket output stays empty).
+    fn output(&self) -> Option<&dyn Output> {
+        match (&self.tls, &self.ws) {
+            (Some(t), _) => Some(t),
+            (None, Some(w)) => Some(&**w),
+            (None, None) => None,
+        }
     }
 
     /// Read whatever is available (up to `max` bytes) into a buffer carved from the arena;
-    /// with TLS, the plaintext it decrypts to. `Ok(None)` on EOF.
+    /// with TLS, the plaintext it decrypts to; with WebSocket, the MQTT bytes the frames
+    /// carried (never an empty chunk). `Ok(None)` on EOF.
     pub async fn read(&self, arena: &ReadArena, max: usize) -> io::Result<Option<BytesMut>> {
+        match &self.ws {
+            None => self.read_plain(arena, max).await,
+            Some(ws) => self.read_ws(ws, arena, max).await,
+        }
+    }
+
+    /// [`Io::read`] below the WebSocket layer.
+    async fn read_plain(&self, arena: &ReadArena, max: usize) -> io::Result<Option<BytesMut>> {
         let Some(tls) = &self.tls else {
             return self.read_raw(arena, max).await;
         };
@@ -226,6 +305,18 @@ impl Io {
     /// write (so a long write to a client that does read is not mistaken for a stall).
     pub async fn write_all_tracked(
         &self,
+        data: &[u8],
+        progress: &std::cell::Cell<u32>,
+    ) -> io::Result<()> {
+        match &self.ws {
+            None => self.write_plain(data, progress).await,
+            Some(ws) => self.write_ws(ws, data, progress).await,
+        }
+    }
+
+    /// [`Io::write_all_tracked`] below the WebSocket layer.
+    async fn write_plain(
+        &self,
         mut data: &[u8],
         progress: &std::cell::Cell<u32>,
     ) -> io::Result<()> {
@@ -249,18 +340,20 @@ impl Io {
     }
 
     async fn flush_tracked(&self, progress: &std::cell::Cell<u32>) -> io::Result<()> {
-        let Some(tls) = &self.tls else {
+        let Some(out) = self.output() else {
             return Ok(());
         };
-        while tls.has_output() {
+        while out.has_output() {
             let n = poll_fn(|cx| {
-                tls.with_output(|out| Pin::new(&mut *self.stream.borrow_mut()).poll_write(cx, out))
+                out.with_output_dyn(&mut |bytes| {
+                    Pin::new(&mut *self.stream.borrow_mut()).poll_write(cx, bytes)
+                })
             })
             .await?;
             if n == 0 {
                 return Err(io::ErrorKind::WriteZero.into());
             }
-            tls.consumed(n);
+            out.consumed(n);
             progress.set(super::clock_ms());
         }
         Ok(())
@@ -279,18 +372,19 @@ impl Io {
         Ok(())
     }
 
-    /// Send waiting ciphertext without blocking; what the socket does not take stays queued.
+    /// Send waiting ciphertext (or frames) without blocking; what the socket does not take
+    /// stays queued.
     fn try_flush(&self) -> usize {
-        let Some(tls) = &self.tls else {
+        let Some(out) = self.output() else {
             return 0;
         };
         let fd = self.stream.borrow().as_raw_fd();
         let mut sent = 0;
-        while tls.has_output() {
-            match tls.with_output(|out| send_nonblocking(fd, out)) {
-                Ok(0) | Err(_) => break,
-                Ok(n) => {
-                    tls.consumed(n);
+        while out.has_output() {
+            match out.with_output_dyn(&mut |bytes| Poll::Ready(send_nonblocking(fd, bytes))) {
+                Poll::Ready(Ok(0) | Err(_)) | Poll::Pending => break,
+                Poll::Ready(Ok(n)) => {
+                    out.consumed(n);
                     sent += n;
                 }
             }
@@ -303,6 +397,9 @@ impl Io {
     /// the socket did not take waits for [`Io::flush`] (check [`Io::has_output`]); the call
     /// returns 0 without sealing if ciphertext is already waiting (order).
     pub fn try_send(&self, data: &[u8]) -> io::Result<usize> {
+        if let Some(ws) = &self.ws {
+            return self.try_send_ws(ws, data);
+        }
         if let Some(tls) = &self.tls {
             if tls.has_output() {
                 return Ok(0);
@@ -316,6 +413,9 @@ impl Io {
 
     /// Shut the socket down in both directions (wakes any pending read with EOF).
     pub fn shutdown(&self) {
+        if let Some(ws) = &self.ws {
+            self.ws_closing(ws);
+        }
         if let Some(tls) = &self.tls {
             // A clean TLS close tells the client nothing was truncated.
             tls.close_notify();
@@ -328,14 +428,18 @@ impl Io {
         }
     }
 
-    /// Give up the socket and the TLS state (parking, hand-off). Fails if another task still
-    /// holds the `Io` or ciphertext is still waiting.
-    pub fn into_parts(self: Rc<Io>) -> Result<(TcpStream, Option<Box<ServerConnection>>), Rc<Io>> {
+    /// Give up the socket, the TLS and the WebSocket state (parking, hand-off). Fails if
+    /// another task still holds the `Io` or bytes are still waiting for the socket.
+    pub fn into_parts(self: Rc<Io>) -> Result<Parts, Rc<Io>> {
         if self.has_output() {
             return Err(self);
         }
         let io = Rc::try_unwrap(self)?;
-        Ok((io.stream.into_inner(), io.tls.map(Tls::into_session)))
+        Ok(Parts {
+            stream: io.stream.into_inner(),
+            tls: io.tls.map(Tls::into_session),
+            ws: io.ws.map(|w| (*w).into_state()),
+        })
     }
 }
 

@@ -1051,3 +1051,4 @@ pub mod proxy;
 pub mod subs;
 pub mod tls;
 pub mod v5;
+pub mod ws;

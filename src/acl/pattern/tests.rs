@@ -102,6 +102,19 @@ fn coverage() {
 }
 
 #[test]
+fn plus_hash_covers_a_hash_whose_parent_is_no_topic() {
+    // `#` matches every topic; `+/#` too (a topic has at least one level).
+    assert!(p("+/#").covers("#", &ANON));
+    // `/#` reaches "/..." and the empty name, which is no topic [MQTT-4.7.3-1].
+    assert!(p("/+/#").covers("/#", &ANON));
+    // `a/#` reaches "a", which `a/+/#` does not.
+    assert!(!p("a/+/#").covers("a/#", &ANON));
+    assert!(!p("+/+/#").covers("+/#", &ANON));
+    assert!(!p("+").covers("#", &ANON));
+    assert!(!p("+/a").covers("#", &ANON));
+}
+
+#[test]
 fn overlap() {
     assert!(p("secret/#").overlaps("#", &ANON));
     assert!(p("a/+").overlaps("a/#", &ANON));
