@@ -46,6 +46,30 @@ const LABELLED: &[(&str, &str, &str, &str)] = &[
         "connect_failed",
     ),
     (
+        "connections_refused_address",
+        "connections_rejected",
+        "reason",
+        "address",
+    ),
+    (
+        "proxy_untrusted",
+        "connections_rejected",
+        "reason",
+        "proxy_untrusted",
+    ),
+    (
+        "proxy_header_errors",
+        "connections_rejected",
+        "reason",
+        "proxy_header",
+    ),
+    (
+        "ws_upgrades_refused",
+        "connections_rejected",
+        "reason",
+        "ws_upgrade",
+    ),
+    (
         "dropped_queue_full",
         "messages_dropped",
         "reason",
@@ -545,6 +569,13 @@ pub fn render(board: &Board, snaps: &[ShardSnapshot], open_connections: usize) -
         let help = "Time of one durable-log flush (fdatasync, group commit).";
         f.histogram("journal_sync_seconds", help, &sync);
     }
+    let help = "Log lines dropped because stderr did not keep up (the log queue was full).";
+    f.counter(
+        "log_lines_dropped",
+        help,
+        String::new(),
+        crate::logging::dropped_lines(),
+    );
     let help = "Ops HTTP connections closed unanswered: too many at once.";
     let refused = board
         .http_refused
