@@ -567,7 +567,7 @@ async fn shard_main(
         .map_err(|e| format!("shard {}: cannot start accepting: {e}", shard.id))?;
         accepts.push(task);
     }
-    shard.publish_stats();
+    shard.publish_stats().await;
     shard.global.ops.set_phase(me, crate::ops::Phase::Listening);
     let _ = ready.send(Ok(Phase::Listening));
     if me == 0 && cfg.sys_interval > 0 {

@@ -529,10 +529,18 @@ impl Shard {
         self.sessions.borrow().cells.len()
     }
 
-    /// Visit every session of this shard (no allocation; `f` must not open or end one).
-    pub fn for_each_session(&self, mut f: impl FnMut(&SessionCell)) {
-        for c in self.sessions.borrow().cells.values() {
-            f(c);
+    /// The keys of this shard's sessions (to visit them a chunk at a time).
+    pub fn session_keys(&self) -> Vec<SessionKey> {
+        self.sessions.borrow().cells.keys().copied().collect()
+    }
+
+    /// Visit the sessions of `keys` that still exist (`f` must not open or end one).
+    pub fn for_sessions(&self, keys: &[SessionKey], mut f: impl FnMut(&SessionCell)) {
+        let sessions = self.sessions.borrow();
+        for k in keys {
+            if let Some(c) = sessions.cells.get(k) {
+                f(c);
+            }
         }
     }
 
@@ -1037,7 +1045,7 @@ impl Shard {
             }
             self.global.ops.beat(self.id);
             if self.now_ms() >= stats_due {
-                self.publish_stats();
+                self.publish_stats().await;
                 stats_due = self.now_ms() + self.cfg.stats_interval_ms;
             }
             self.run_session_timers(self.now_ms());

@@ -227,10 +227,36 @@ impl Board {
     }
 }
 
+/// Sessions visited between two yields of the stats walk (≈ 0.3 ms of work).
+const WALK_CHUNK: usize = 8192;
+
 impl Shard {
     /// Copy this shard's counters and gauges into its slot of the board. Skips the round if
     /// a reader holds the slot (the shard never waits for a reader).
-    pub fn publish_stats(&self) {
+    pub async fn publish_stats(&self) {
+        // The session walk goes first, a chunk at a time with a yield between chunks, so a
+        // shard with millions of sessions never pauses for the whole walk; only the busy time
+        // is counted in `snapshot_us`.
+        let mut busy = std::time::Duration::ZERO;
+        let t = Instant::now();
+        let keys = self.session_keys();
+        let mut g = Gauges::default();
+        busy += t.elapsed();
+        for chunk in keys.chunks(WALK_CHUNK) {
+            let t = Instant::now();
+            self.for_sessions(chunk, |cell| {
+                let st = cell.state.borrow();
+                g.subscriptions += st.subs.len() as u64;
+                g.queued += st.queued() as u64;
+                g.queued_bytes += st.queued_bytes() as u64;
+                g.inflight += st.inflight() as u64;
+            });
+            busy += t.elapsed();
+            if keys.len() > WALK_CHUNK {
+                futures_lite::future::yield_now().await;
+            }
+        }
+        drop(keys);
         let t0 = Instant::now();
         let board = &self.global.ops;
         let Some(slot) = board.slots.get(self.id) else {
@@ -240,29 +266,19 @@ impl Shard {
             return;
         };
         self.metrics.values_into(&mut snap.counters);
-        let mut g = Gauges {
-            connections: self.conns.borrow().len() as u64,
-            sessions: self.session_count() as u64,
-            local_filters: self.subs.borrow().filters() as u64,
-            route_filters: self.routes.borrow().len() as u64,
-            data_outbox: self.data.backlog() as u64,
-            ctrl_outbox: self.ctrl.backlog() as u64,
-            data_sent: self.data.pushed(),
-            ctrl_sent: self.ctrl.pushed(),
-            ..Gauges::default()
-        };
+        g.connections = self.conns.borrow().len() as u64;
+        g.sessions = self.session_count() as u64;
+        g.local_filters = self.subs.borrow().filters() as u64;
+        g.route_filters = self.routes.borrow().len() as u64;
+        g.data_outbox = self.data.backlog() as u64;
+        g.ctrl_outbox = self.ctrl.backlog() as u64;
+        g.data_sent = self.data.pushed();
+        g.ctrl_sent = self.ctrl.pushed();
         {
             let r = self.retained.borrow();
             g.retained = r.len() as u64;
             g.retained_bytes = r.iter().map(|m| m.payload.len() as u64).sum();
         }
-        self.for_each_session(|cell| {
-            let st = cell.state.borrow();
-            g.subscriptions += st.subs.len() as u64;
-            g.queued += st.queued() as u64;
-            g.queued_bytes += st.queued_bytes() as u64;
-            g.inflight += st.inflight() as u64;
-        });
         snap.journal = self.journal().map(|j| {
             let st = &j.stats;
             JournalSnap {
@@ -278,7 +294,7 @@ impl Shard {
                 sync: HistSnap::of(&st.sync_latency),
             }
         });
-        g.snapshot_us = t0.elapsed().as_micros() as u64;
+        g.snapshot_us = (busy + t0.elapsed()).as_micros() as u64;
         snap.gauges = g;
         snap.taken = true;
     }
