@@ -60,7 +60,7 @@ impl FileBroker {
     }
 
     pub fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
+        common::settled_log(&self.log)
     }
 
     /// Send SIGHUP and wait until the log shows `mark` (appearing after the signal).

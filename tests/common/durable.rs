@@ -209,7 +209,7 @@ impl DurableBroker {
 
     /// The stderr of the current (or last) run.
     pub fn log(&self) -> String {
-        std::fs::read_to_string(self.log_path(self.runs)).unwrap_or_default()
+        super::settled_log(&self.log_path(self.runs))
     }
 
     /// The stderr of every run so far, each under a heading.

@@ -134,9 +134,9 @@ impl Broker {
         self.addr.port()
     }
 
-    /// The broker's stderr (its log) so far.
+    /// The broker's stderr (its log) so far (see [`settled_log`]).
     pub fn log(&self) -> String {
-        std::fs::read_to_string(&self.stderr_log).unwrap_or_default()
+        settled_log(&self.stderr_log)
     }
 
     /// The broker's pid (for signals).
@@ -1052,3 +1052,20 @@ pub mod subs;
 pub mod tls;
 pub mod v5;
 pub mod ws;
+
+/// A broker's log file once it has stopped growing for 50 ms (at most 2 s of waiting): the
+/// broker writes its log from a background thread, a moment after the event, so a line about
+/// what just happened is there.
+pub fn settled_log(path: &std::path::Path) -> String {
+    let read = || std::fs::read_to_string(path).unwrap_or_default();
+    let deadline = Instant::now() + Duration::from_secs(2);
+    let mut last = read();
+    loop {
+        std::thread::sleep(Duration::from_millis(50));
+        let now = read();
+        if now.len() == last.len() || Instant::now() > deadline {
+            return now;
+        }
+        last = now;
+    }
+}
