@@ -262,6 +262,12 @@ impl Listener {
         self.connections.fetch_sub(1, Ordering::Relaxed);
     }
 
+    /// Whether admission looks at the client's address at all (address rules or a
+    /// per-address rate); when not, the address need not even be read at accept.
+    pub fn checks_address(&self) -> bool {
+        !self.allow_from.is_empty() || !self.deny_from.is_empty() || self.rate_per_ip > 0.0
+    }
+
     /// Whether `ip` (the client's real address) is admitted by `deny_from` / `allow_from`.
     pub fn address_allowed(&self, ip: IpAddr) -> bool {
         !any_contains(&self.deny_from, ip)

@@ -163,6 +163,8 @@ impl Handoff {
     pub fn new(
         fd: RawFd,
         tls: Option<Box<rustls::ServerConnection>>,
+        ws: Option<Box<crate::rt::ws::Deframer>>,
+        peer: Option<std::net::SocketAddr>,
         listener: u8,
         rest: BytesMut,
         connect: Box<Connect>,
@@ -173,8 +175,8 @@ impl Handoff {
             listener,
             rest,
             connect,
-            peer: None,
-            ws: None,
+            peer,
+            ws,
         }
     }
 

@@ -212,13 +212,8 @@ fn a_bad_network_fails_the_configuration_with_its_key() {
             format!("[[listeners]]\nbind = \"127.0.0.1:1\"\n{bad}\n"),
         )
         .unwrap();
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_ringmq"))
-            .arg("check-config")
-            .arg(&file)
-            .output()
-            .unwrap();
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(2), "{bad}: {err}");
+        let (code, _, err) = common::ops::check_config(&file);
+        assert_eq!(code, Some(2), "{bad}: {err}");
         assert!(err.contains(key), "{bad}: {err}");
     }
     let _ = std::fs::remove_dir_all(&dir);

@@ -311,20 +311,10 @@ fn parked_and_handed_off_ws_connections_keep_their_framing() {
 #[test]
 fn cli_and_config_refuse_inconsistent_websocket_settings() {
     let [port] = free_ports::<1>();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_ringmq"))
-        .args(["--ws-path", "/x", "--listen", &format!("127.0.0.1:{port}")])
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("ws_path"));
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_ringmq"))
-        .args([
-            "--ws-listen",
-            &format!("127.0.0.1:{port}"),
-            "--ws-path",
-            "mqtt",
-        ])
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
+    let listen = format!("127.0.0.1:{port}");
+    let (code, err) = common::ops::start_fails(&["--ws-path", "/x", "--listen", &listen]);
+    assert_ne!(code, Some(0));
+    assert!(err.contains("ws_path"));
+    let (code, _) = common::ops::start_fails(&["--ws-listen", &listen, "--ws-path", "mqtt"]);
+    assert_ne!(code, Some(0));
 }

@@ -267,10 +267,8 @@ async fn handshake(shard: Rc<Shard>, mut stream: TcpStream, lst: &Listener) -> b
     match detach_stream(parts.stream) {
         Ok(fd) => {
             Metrics::inc(&shard.metrics.handoffs);
-            let mut h = Box::new(Handoff::new(fd, parts.tls, lst.index, rest, connect));
-            h.peer = real_peer;
-            h.ws = parts.ws;
-            shard.ctrl.push(home, Ctrl::Handoff(h));
+            let h = Handoff::new(fd, parts.tls, parts.ws, real_peer, lst.index, rest, connect);
+            shard.ctrl.push(home, Ctrl::Handoff(Box::new(h)));
             true
         }
         Err(e) => {

@@ -154,7 +154,7 @@ pub(super) fn handle(shard: &Rc<Shard>, conn: &Rc<Conn>, p: Packet, held: &mut H
                 // `$SYS/...` is the broker's own tree: refused like an ACL denial. (With
                 // an ACL, only a rule naming `$SYS` can allow it: `#` never matches it.)
                 Metrics::inc(&shard.metrics.publishes_denied_sys);
-                tracing::info!(conn = conn.id, topic = %p.topic, "publish to $SYS refused");
+                tracing::debug!(conn = conn.id, topic = %p.topic, "publish to $SYS refused");
                 refuse_acl(shard, conn, held, qos, pkid);
                 return Flow::Continue;
             }

@@ -160,12 +160,7 @@ impl Output for Tls {
 
 impl Io {
     pub fn new(stream: TcpStream) -> Rc<Io> {
-        Self::with_tls(stream, None)
-    }
-
-    /// A connection whose bytes go through `tls` (state of an accepted or resumed session).
-    pub fn with_tls(stream: TcpStream, tls: Option<Box<ServerConnection>>) -> Rc<Io> {
-        Self::with_layers(stream, tls, None)
+        Self::with_layers(stream, None, None)
     }
 
     /// A connection with its TLS session and/or WebSocket state (a WebSocket listener's
